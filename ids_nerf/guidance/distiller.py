@@ -1,0 +1,235 @@
+"""ScoreDistiller: one guidance code path for the 2D editor and the NeRF pipeline.
+
+Each :meth:`ScoreDistiller.step` draws ``t`` and the noise from a generator seeded by the run's seed, applies FPR
+when enabled (the guided noise replaces the random one in every branch), evaluates the chosen score and returns
+the gradient for the target latent, an optional differentiable auxiliary loss (CDS) and diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ids_nerf.errors import UserInputError
+from ids_nerf.guidance import scores
+from ids_nerf.guidance.denoiser import Denoiser, add_noise, tweedie_x0
+from ids_nerf.guidance.fpr import FPRConfig, fixed_point_regularization, fpr_distance
+
+BaseMethod = Literal["sds", "dds", "cds", "pds"]
+BASE_METHODS: tuple[str, ...] = ("sds", "dds", "cds", "pds")
+#: Preset names -> (base method, FPR enabled). ``ids`` is DDS + FPR, the paper's method.
+PRESETS: dict[str, tuple[str, bool]] = {
+    **{m: (m, False) for m in BASE_METHODS},
+    **{f"{m}-fpr": (m, True) for m in BASE_METHODS},
+    "ids": ("dds", True),
+}
+#: Default CFG scale per base method (official code of each method).
+DEFAULT_GUIDANCE_SCALE: dict[str, float] = {"sds": 7.5, "dds": 7.5, "cds": 7.5, "pds": 100.0}
+
+
+@dataclass
+class CDSConfig:
+    """Contrastive Denoising Score (CDS) PatchNCE term; defaults from the official CDS code."""
+
+    weight: float = 3.0
+    """Weight of the PatchNCE loss on up-block self-attention features (official w_cut = 3.0)."""
+    patch_sizes: tuple[int, ...] = (1, 2)
+    """Average-pooling patch sizes of the features (official: 1 and 2)."""
+    n_patches: int = 256
+    """Number of random patch locations per layer and patch size."""
+    temperature: float = 0.07
+    """PatchNCE softmax temperature."""
+
+
+@dataclass
+class PDSConfig:
+    """Posterior Distillation Sampling options; defaults from the official PDS code."""
+
+    num_inference_steps: int = 500
+    """DDIM grid on which (t, t_prev) pairs are drawn."""
+    t_range: tuple[float, float] = (0.02, 0.98)
+    """Range of the timestep index, as fractions of the inference grid."""
+    posterior: Literal["official", "exact"] = "official"
+    """Posterior coefficients: `official` (one-step beta_t even for skipped steps, as the PDS code) or `exact`."""
+
+
+@dataclass
+class GuidanceConfig:
+    """Score-distillation method and its options. Method and FPR are orthogonal."""
+
+    method: BaseMethod = "dds"
+    """Score: `sds`, `dds`, `cds` or `pds`. Enable `fpr` for the identity-preserving variant (dds + FPR = IDS)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale of the editing score; None = the method's official default (7.5, PDS 100)."""
+    t_range: tuple[float, float] = (0.05, 0.95)
+    """Timestep range as fractions of the training steps (SDS/DDS/CDS): t ~ U{50, ..., 948} for 1000 steps, as the
+    official CDS/IDS code (randint(50, 949))."""
+    fpr: FPRConfig = field(default_factory=FPRConfig)
+    """Fixed-point regularization (the IDS module)."""
+    cds: CDSConfig = field(default_factory=CDSConfig)
+    """CDS options (used when method = cds)."""
+    pds: PDSConfig = field(default_factory=PDSConfig)
+    """PDS options (used when method = pds)."""
+
+    @property
+    def scale(self) -> float:
+        """The effective CFG scale."""
+        return DEFAULT_GUIDANCE_SCALE[self.method] if self.guidance_scale is None else self.guidance_scale
+
+    @property
+    def name(self) -> str:
+        """Preset name of this configuration (``ids`` for dds + FPR)."""
+        if self.method == "dds" and self.fpr.enabled:
+            return "ids"
+        return f"{self.method}-fpr" if self.fpr.enabled else self.method
+
+
+def guidance_from_preset(name: str) -> GuidanceConfig:
+    """GuidanceConfig for a preset name: sds, dds, cds, pds, ids (= dds-fpr), sds-fpr, cds-fpr, pds-fpr."""
+    if name not in PRESETS:
+        raise UserInputError(f"Unknown method {name!r}; choose one of: {', '.join(PRESETS)}.")
+    method, use_fpr = PRESETS[name]
+    return GuidanceConfig(method=method, fpr=FPRConfig(enabled=use_fpr))  # type: ignore[arg-type]
+
+
+@dataclass
+class StepOutput:
+    """What one guidance step returns."""
+
+    grad: Tensor
+    """Gradient for the target latent; use ``(z_trg * grad).sum()`` as surrogate loss (d/dz = grad)."""
+    aux_loss: Tensor | None
+    """Differentiable extra loss w.r.t. z_trg (CDS PatchNCE, already weighted), else None."""
+    diagnostics: dict[str, float | int | list[float] | None]
+    """t, (t_prev), fpr_losses (before each FPR iteration), fpr_loss_final (after the last, when free), grad_norm."""
+
+
+class ScoreDistiller:
+    """Draws (t, eps) from a seeded generator, applies FPR when enabled and evaluates the configured score."""
+
+    def __init__(self, denoiser: Denoiser, config: GuidanceConfig, seed: int = 0) -> None:
+        self.den = denoiser
+        self.config = config
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        if config.method not in BASE_METHODS:
+            raise UserInputError(f"Unknown score method {config.method!r}; choose one of {', '.join(BASE_METHODS)}.")
+        if config.method == "cds" and not hasattr(denoiser, "capture_self_attention"):
+            raise ValueError("CDS needs a UNet with self-attention layers (a DiffusionPrior), not a plain denoiser.")
+        self._pds_grid: Tensor | None = None
+
+    # ---------------------------------------------------------------- sampling
+    def _randn(self, like: Tensor) -> Tensor:
+        """Standard normal noise drawn on the CPU (identical on every device for a seed), moved to ``like``."""
+        return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like.device, like.dtype)
+
+    def _randint(self, low: int, high: int) -> int:
+        if high <= low:
+            raise UserInputError(f"Empty timestep range [{low}, {high}); widen t_range.")
+        return int(torch.randint(low, high, (1,), generator=self.generator))
+
+    def sample_t(self) -> int:
+        """SDS/DDS/CDS timestep: U{int(T lo), ..., int(T hi) - 2} (the official randint(lo, hi - 1))."""
+        num = self.den.alphas_cumprod.shape[0]
+        lo, hi = self.config.t_range
+        return self._randint(int(num * lo), int(num * hi) - 1)
+
+    def pds_grid(self) -> Tensor:
+        """Increasing DDIM timestep grid of PDS (the prior's scheduler spacing when it has one)."""
+        if self._pds_grid is None:
+            n = self.config.pds.num_inference_steps
+            scheduler = getattr(self.den, "scheduler", None)
+            if scheduler is not None:
+                scheduler.set_timesteps(n)
+                self._pds_grid = scheduler.timesteps.flip(0).long().cpu()
+            else:
+                num = self.den.alphas_cumprod.shape[0]
+                self._pds_grid = torch.arange(n) * (num // n)
+        return self._pds_grid
+
+    def sample_pds_t(self) -> tuple[int, int]:
+        """PDS (t, t_prev) on the DDIM grid, index in [max(1, n lo), n hi) as the official code."""
+        grid = self.pds_grid()
+        n = grid.shape[0]
+        lo, hi = self.config.pds.t_range
+        min_idx = max(1, int(n * lo))
+        idx = self._randint(min_idx, max(int(n * hi), min_idx + 1))
+        return int(grid[idx]), int(grid[idx - 1])
+
+    # ---------------------------------------------------------------- step
+    def step(self, z_trg: Tensor, z_src: Tensor, cond_trg: Tensor, cond_src: Tensor) -> StepOutput:
+        """One guidance evaluation for the current target latent (z_trg may require grad; it is not modified)."""
+        cfg = self.config
+        z_src = z_src.detach()
+        diag: dict[str, float | int | list[float] | None] = {}
+        if cfg.method == "pds":
+            t, t_prev = self.sample_pds_t()
+            diag["t_prev"] = t_prev
+        else:
+            t, t_prev = self.sample_t(), -1
+        diag["t"] = t
+        eps = self._randn(z_src)
+        eps_prev = self._randn(z_src) if cfg.method == "pds" else None
+
+        fpr_losses: list[float] = []
+        if cfg.fpr.enabled:
+            refined = fixed_point_regularization(self.den, z_src, cond_src, t, eps, cfg.fpr)
+            z_t_src, eps, fpr_losses = refined.z_t, refined.eps, refined.losses
+        else:
+            z_t_src = add_noise(self.den.alphas_cumprod, z_src, eps, t)
+        diag["fpr_losses"] = fpr_losses
+
+        scale = cfg.scale
+        z_det = z_trg.detach()
+        if cfg.method == "sds":
+            z_t_trg = scores.target_noisy_latent(self.den.alphas_cumprod, z_t_src, z_src, z_det, t)
+            result = scores.sds(self.den, z_det, t, eps, cond_trg, scale, z_t_trg=z_t_trg)
+        elif cfg.method in ("dds", "cds"):
+            result = scores.dds(self.den, z_det, z_src, z_t_src, t, cond_src, cond_trg, scale)
+        else:
+            assert eps_prev is not None
+            result = scores.pds(
+                self.den, z_det, z_src, z_t_src, t, t_prev, eps_prev, cond_src, cond_trg, scale, cfg.pds.posterior
+            )
+
+        diag["fpr_loss_final"] = None
+        if (
+            cfg.fpr.enabled
+            and cfg.fpr.iterations > 0
+            and result.eps_src is not None
+            and scale == cfg.fpr.guidance_scale
+        ):
+            # The source branch's forward at z_t^src* is exactly FPR's next forward: its loss costs nothing.
+            x0 = tweedie_x0(self.den.alphas_cumprod, z_t_src, result.eps_src, t)
+            diag["fpr_loss_final"] = float(fpr_distance(x0, z_src, cfg.fpr.metric))
+
+        aux = None
+        if cfg.method == "cds" and cfg.cds.weight != 0:
+            aux = cfg.cds.weight * self._cds_term(z_trg, z_src, z_t_src, t, cond_src, cond_trg)
+            diag["cds_loss"] = float(aux.detach())
+        diag["grad_norm"] = float(result.grad.flatten(1).norm(dim=1).mean())
+        return StepOutput(grad=result.grad, aux_loss=aux, diagnostics=diag)
+
+    def _cds_term(
+        self, z_trg: Tensor, z_src: Tensor, z_t_src: Tensor, t: int, cond_src: Tensor, cond_trg: Tensor
+    ) -> Tensor:
+        """PatchNCE between self-attention features of the source branch (reference, no grad) and of the target
+        branch (differentiable w.r.t. z_trg); conditional branches only, as the official CDS code uses."""
+        cds_cfg = self.config.cds
+        capture = self.den.capture_self_attention  # type: ignore[attr-defined]
+        with torch.no_grad(), capture() as ref_feats:
+            self.den.eps(z_t_src, t, cond_src, 1.0)
+        z_t_trg = scores.target_noisy_latent(self.den.alphas_cumprod, z_t_src, z_src, z_trg, t)
+        with torch.enable_grad(), capture() as trg_feats:
+            self.den.eps(z_t_trg, t, cond_trg, 1.0)
+        return scores.attention_patch_nce(
+            list(ref_feats),
+            list(trg_feats),
+            tuple(z_trg.shape[-2:]),
+            cds_cfg.patch_sizes,
+            cds_cfg.n_patches,
+            cds_cfg.temperature,
+            self.generator,
+        )

@@ -1,0 +1,261 @@
+"""DiffusionPrior: a Stable-Diffusion-family latent diffusion model loaded with diffusers.
+
+It is the one place that touches diffusers. The score functions only need its :class:`Denoiser` face
+(``alphas_cumprod`` and :meth:`DiffusionPrior.eps`), so tests can swap in hand-written predictors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ids_nerf.errors import PriorLoadError, UserInputError
+from ids_nerf.guidance.denoiser import cfg_combine
+
+logger = logging.getLogger(__name__)
+
+#: Names that resolve to models the project builds or ships itself (no network needed).
+BUILTIN_PRIORS = ("toy", "tiny")
+
+
+@dataclass
+class PriorConfig:
+    """Which diffusion model to load and how to run it."""
+
+    model: str = "CompVis/stable-diffusion-v1-4"
+    """Diffusion prior: a Hugging Face hub id, a local diffusers folder (with model_index.json, unet/, vae/,
+    text_encoder/, tokenizer/, scheduler/), `toy` (the bundled offline model) or `tiny` (random-weight test model)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of `model`; ignored for local folders."""
+    device: str = "auto"
+    """Device of the prior: `auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1`, ..."""
+    dtype: str = "auto"
+    """Weights dtype: `auto` (float16 on CUDA, float32 on CPU), `float32`, `float16`, `bfloat16` (or `float64`
+    for gradient checks)."""
+    encode_mode: Literal["mean", "sample"] = "mean"
+    """VAE encoding: posterior `mean` (as the official DDS/CDS/IDS code) or a `sample` of the posterior."""
+    gradient_checkpointing: bool = False
+    """Recompute VAE-encoder activations in the backward pass (saves memory when backpropagating into renders)."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Parse a device string; `auto` picks CUDA when available."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise UserInputError(f"Unknown device {spec!r}: use auto, cpu, cuda or cuda:N.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(
+            f"Device {spec!r} was requested but CUDA is not available on this machine; use --device cpu."
+        )
+    return device
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """Parse a dtype string; `auto` is float16 on CUDA and float32 elsewhere."""
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float64": torch.float64,
+    }
+    if spec == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if spec not in table:
+        raise UserInputError(f"Unknown dtype {spec!r}: use auto, float32, float16 or bfloat16.")
+    dtype = table[spec]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise UserInputError("float16 is not supported on the CPU; use --dtype float32 (or bfloat16).")
+    return dtype
+
+
+def _offline_help(model: str, reason: str) -> str:
+    return (
+        f"Could not load the diffusion prior {model!r}: {reason}. "
+        "The model is fetched from the Hugging Face Hub unless it is already in the local cache "
+        "(with HF_HUB_OFFLINE=1 only the cache is used); this machine may be offline, or the id may be wrong. "
+        f"Either download it once on a machine with internet (`huggingface-cli download {model}`) and copy the "
+        "cache (~/.cache/huggingface) here, or pass a local diffusers folder (containing model_index.json, unet/, "
+        "vae/, text_encoder/, tokenizer/, scheduler/) with --prior /path/to/folder. "
+        "`--prior toy` uses the model bundled with ids_nerf and needs no network."
+    )
+
+
+def resolve_model_path(model: str) -> tuple[str, bool]:
+    """Map ``model`` to (path-or-hub-id, is_local). Built-in names are materialised on first use."""
+    if model in BUILTIN_PRIORS:
+        from ids_nerf.toy.builtin import builtin_prior_path
+
+        return str(builtin_prior_path(model)), True
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "unet").is_dir():
+            raise PriorLoadError(
+                f"The folder {path} is not a diffusers Stable Diffusion folder: it has no unet/ subfolder. "
+                "Pass a folder written by `StableDiffusionPipeline.save_pretrained` (model_index.json, unet/, vae/, "
+                "text_encoder/, tokenizer/, scheduler/), a hub id such as CompVis/stable-diffusion-v1-4, or `toy`."
+            )
+        return str(path), True
+    looks_like_path = model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or path.suffix != ""
+    if looks_like_path:
+        raise PriorLoadError(
+            f"The prior folder {model!r} does not exist. Pass an existing diffusers folder, a hub id such as "
+            "CompVis/stable-diffusion-v1-4, or `toy` for the bundled offline model."
+        )
+    return model, False
+
+
+class DiffusionPrior:
+    """A frozen latent diffusion model: text encoding (cached), VAE encode/decode, CFG noise prediction.
+
+    Implements the :class:`ids_nerf.guidance.denoiser.Denoiser` protocol used by the score functions.
+    """
+
+    def __init__(self, config: PriorConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        #: Latents and images handed to callers are float32 (float64 for a float64 prior).
+        self.latent_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        self._load()
+        self._text_cache: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> None:
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        source, local = resolve_model_path(self.config.model)
+        kwargs = {"local_files_only": True} if local else {"revision": self.config.revision}
+        try:
+            self.tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+            self.text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
+            self.vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=self.dtype, **kwargs)
+            self.unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=self.dtype, **kwargs)
+            self.scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
+        except PriorLoadError:
+            raise
+        except (OSError, ValueError, ConnectionError) as err:  # hub errors subclass OSError / ValueError
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PriorLoadError(_offline_help(self.config.model, reason)) from None
+
+        for module in (self.text_encoder, self.vae, self.unet):
+            module.requires_grad_(False)
+            module.eval()
+        self.text_encoder.to(self.device)  # text encoder stays fp32: it runs once per prompt
+        self.vae.to(self.device)
+        self.unet.to(self.device)
+        if self.config.gradient_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        self.prediction_type: str = self.scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise PriorLoadError(
+                f"Scheduler prediction_type {self.prediction_type!r} of {self.config.model!r} is not supported "
+                "(use a model predicting `epsilon` or `v_prediction`)."
+            )
+        self.alphas_cumprod: Tensor = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.betas: Tensor = self.scheduler.betas.to(self.device, torch.float32)
+        self.num_train_timesteps: int = int(self.scheduler.config.num_train_timesteps)
+        self.scaling_factor: float = float(self.vae.config.scaling_factor)
+        self.vae_scale_factor: int = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution: int = int(self.unet.config.sample_size) * self.vae_scale_factor
+        self.latent_channels: int = int(self.unet.config.in_channels)
+
+    # ------------------------------------------------------------------ text
+    def text_embeddings(self, prompt: str) -> Tensor:
+        """CLIP hidden states (1, L, D) for ``prompt``, cached; the empty prompt is the unconditional one."""
+        if prompt not in self._text_cache:
+            max_len = self.tokenizer.model_max_length
+            ids = self.tokenizer(prompt, truncation=False).input_ids
+            if len(ids) > max_len:
+                kept = self.tokenizer.decode(ids[1 : max_len - 1])
+                dropped = self.tokenizer.decode(ids[max_len - 1 : -1])
+                warnings.warn(
+                    f"Prompt is {len(ids)} tokens, longer than the text encoder's limit of {max_len}: it was "
+                    f"truncated to {kept!r}; dropped {dropped!r}.",
+                    stacklevel=2,
+                )
+            tokens = self.tokenizer(
+                prompt, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+            ).input_ids.to(self.device)
+            with torch.no_grad():
+                hidden = self.text_encoder(tokens)[0]
+            self._text_cache[prompt] = hidden.to(self.dtype)
+        return self._text_cache[prompt]
+
+    # ------------------------------------------------------------------ noise prediction
+    def eps(self, z_t: Tensor, t: Tensor | int, cond: Tensor, guidance_scale: float) -> Tensor:
+        """Classifier-free-guided noise prediction ``uncond + w * (cond - uncond)`` for a batch.
+
+        ``cond`` holds one text embedding per batch element (B, L, D) or one for all (1, L, D). Both CFG branches
+        of every element go through the UNet in a single batched call. Differentiable w.r.t. ``z_t``.
+        """
+        batch = z_t.shape[0]
+        cond = cond.expand(batch, -1, -1) if cond.shape[0] == 1 else cond
+        t_batch = torch.as_tensor(t, device=self.device).reshape(-1).expand(batch)
+        if guidance_scale == 1.0:
+            return self._predict_eps(z_t, t_batch, cond)
+        uncond = self.text_embeddings("").expand(batch, -1, -1)
+        both = self._predict_eps(torch.cat([z_t, z_t]), torch.cat([t_batch, t_batch]), torch.cat([uncond, cond]))
+        e_uncond, e_cond = both.chunk(2)
+        return cfg_combine(e_uncond, e_cond, guidance_scale)
+
+    def _predict_eps(self, z_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+        """Raw UNet call returning an epsilon prediction in the dtype of ``z_t`` (v-predictions are converted)."""
+        out = self.unet(z_t.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype)).sample.to(z_t.dtype)
+        if self.prediction_type == "v_prediction":
+            a = self.alphas_cumprod[t].to(z_t.dtype).view(-1, *([1] * (z_t.dim() - 1)))
+            out = a.sqrt() * out + (1 - a).sqrt() * z_t
+        return out
+
+    # ------------------------------------------------------------------ VAE
+    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> scaled latents. Differentiable w.r.t. ``images``."""
+        posterior = self.vae.encode(images.to(self.device, self.dtype) * 2 - 1).latent_dist
+        if self.config.encode_mode == "sample":
+            noise = torch.randn(posterior.mean.shape, generator=generator, device="cpu").to(posterior.mean)
+            latents = posterior.mean + posterior.std * noise
+        else:
+            latents = posterior.mean
+        return latents.to(self.latent_dtype) * self.scaling_factor
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Scaled latents -> images (B, 3, H, W) in [0, 1]."""
+        images = self.vae.decode((latents / self.scaling_factor).to(self.dtype)).sample
+        return (images.to(self.latent_dtype) / 2 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ features (CDS)
+    @contextlib.contextmanager
+    def capture_self_attention(self) -> Iterator[list[Tensor]]:
+        """Collect the outputs of every self-attention (``attn1``) layer of the UNet up-blocks during the block.
+
+        Each entry is (B, H*W, C), in the order the layers run. Used by CDS's PatchNCE loss.
+        """
+        features: list[Tensor] = []
+        handles = [
+            module.register_forward_hook(lambda _m, _i, out: features.append(out if torch.is_tensor(out) else out[0]))
+            for name, module in self.unet.named_modules()
+            if name.startswith("up_blocks") and name.endswith("attn1")
+        ]
+        try:
+            yield features
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """Latent (C, h, w) for an image of height x width pixels."""
+        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor

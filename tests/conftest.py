@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny SD-architecture pipeline built offline, and a hand-written linear noise predictor."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny StableDiffusionPipeline folder written with save_pretrained (random weights, seed 0)."""
+    from ids_nerf.toy.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-prior"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tiny_prior_dir: Path):
+    """The tiny pipeline loaded through the same DiffusionPrior code path as Stable Diffusion."""
+    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+
+    return DiffusionPrior(PriorConfig(model=str(tiny_prior_dir), device="cpu"))
+
+
+class LinearDenoiser:
+    """eps(z, y) = A_c z + b_c + y (conditional), eps(z, Ø) = A_u z + b_u (unconditional), per flattened sample.
+
+    Its CFG prediction is affine in z, so one FPR step has a closed form (see tests/test_fpr.py).
+    """
+
+    def __init__(self, dim: int, seed: int = 0, num_timesteps: int = 1000, dtype: torch.dtype = torch.float64):
+        g = torch.Generator().manual_seed(seed)
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, num_timesteps, dtype=torch.float64) ** 2
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0).to(dtype)
+        self.A_c = (0.1 * torch.randn(dim, dim, generator=g, dtype=torch.float64)).to(dtype)
+        self.A_u = (0.1 * torch.randn(dim, dim, generator=g, dtype=torch.float64)).to(dtype)
+        self.b_c = (0.1 * torch.randn(dim, generator=g, dtype=torch.float64)).to(dtype)
+        self.b_u = (0.1 * torch.randn(dim, generator=g, dtype=torch.float64)).to(dtype)
+        self.calls = 0
+
+    def eps(self, z_t: torch.Tensor, t, cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        self.calls += 1
+        flat = z_t.flatten(1)
+        cond = cond.expand(flat.shape[0], -1, -1).reshape(flat.shape[0], -1)
+        e_u = flat @ self.A_u.T + self.b_u
+        e_c = flat @ self.A_c.T + self.b_c + cond
+        return (e_u + guidance_scale * (e_c - e_u)).reshape(z_t.shape)
+
+
+@pytest.fixture
+def linear_denoiser() -> LinearDenoiser:
+    return LinearDenoiser(dim=2 * 3 * 3)
