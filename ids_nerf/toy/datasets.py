@@ -1,0 +1,243 @@
+"""Write toy scenes as NeRF datasets (Blender/NeRF-synthetic and LLFF layouts) with ground truth.
+
+Blender layout (``write_blender``)::
+
+    out_dir/
+      transforms_train.json  transforms_val.json  transforms_test.json
+      train/r_0.png  train/r_0_mask.png  train/r_0_depth.npy  ...   (same under val/ and test/)
+      scene.json
+
+``transforms_*.json`` follow the NeRF-synthetic format: ``camera_angle_x`` (horizontal field of view, radians)
+and ``frames`` with ``file_path`` ``"./train/r_0"`` (no extension; the image is ``train/r_0.png``) and
+``transform_matrix``, the 4x4 camera-to-world matrix in the Blender/OpenGL convention (camera looks down -Z,
++Y up). The world is +Z up with the floor at ``z = 0`` (see :mod:`ids_nerf.toy.scenes`). Train and val
+cameras are random orbit cameras; test cameras are an evenly spaced ring.
+
+LLFF layout (``write_llff``)::
+
+    out_dir/
+      images/IMG_0000.png ...
+      poses_bounds.npy                       (N, 17) float64
+      gt/IMG_0000_mask.png  gt/IMG_0000_depth.npy ...
+      scene.json
+
+Each row of ``poses_bounds.npy`` is a 3x5 matrix flattened row-major, ``[R | t | hwf]``, followed by the
+near and far depth bounds. As in the original LLFF release, the rotation columns are ordered
+``[down, right, backwards]``, i.e. ``[-up, right, back]`` of the OpenGL camera axes, so the usual loader
+(``poses = np.concatenate([poses[:, 1:2], -poses[:, 0:1], poses[:, 2:]], 1)``) recovers OpenGL
+``[right, up, back]``. ``hwf`` is ``(height, width, focal in pixels)``. The bounds are the 1st and 99th
+percentiles of the view's finite ground-truth z-depth (the role COLMAP's point depths play in real captures).
+Cameras are forward-facing: a small jittered grid of positions in front of the scene, all looking at
+(roughly) the scene centre.
+
+Ground truth, in both layouts: ``*_mask.png`` is uint8 with ``object index + 1`` per pixel (0: floor or sky),
+``*_depth.npy`` is float32 z-depth with ``inf`` for sky, and ``scene.json`` holds the ``SceneSpec``
+(``"scene"``), its ``"caption"`` and the generation arguments. ``read_blender_poses`` / ``read_llff_poses``
+give the OpenGL camera-to-world matrices back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ids_nerf.toy.scenes import (
+    Camera,
+    SceneSpec,
+    caption,
+    look_at,
+    orbit_cameras,
+    orbit_position,
+    render,
+    sample_camera_for_scene,
+    scene_extent,
+    to_uint8,
+)
+
+# Column permutation between OpenGL camera axes [right, up, back] and LLFF's [down, right, back].
+_GL_TO_LLFF = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+"""``R_llff = R_gl @ _GL_TO_LLFF``: LLFF column 0 = -up, column 1 = right, column 2 = back."""
+
+
+def _save_view(scene: SceneSpec, camera: Camera, image_path: Path, gt_stem: Path, supersample: int) -> np.ndarray:
+    """Render one view; save the PNG, the id mask and the depth. Returns the depth map."""
+    out = render(scene, camera, supersample)
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    gt_stem.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(out.rgb)).save(image_path)
+    Image.fromarray((out.object_ids + 1).astype(np.uint8)).save(gt_stem.with_name(gt_stem.name + "_mask.png"))
+    np.save(gt_stem.with_name(gt_stem.name + "_depth.npy"), out.depth)
+    return out.depth
+
+
+def _write_scene_json(scene: SceneSpec, out_dir: Path, extra: dict[str, Any]) -> None:
+    meta = {"scene": scene.to_dict(), "caption": caption(scene), "generator": "ids_nerf.toy.scenes", **extra}
+    (out_dir / "scene.json").write_text(json.dumps(meta, indent=2))
+
+
+def read_scene_json(directory: str | Path) -> tuple[SceneSpec, str]:
+    """The scene and caption stored in ``scene.json`` by either writer."""
+    meta = json.loads((Path(directory) / "scene.json").read_text())
+    return SceneSpec.from_dict(meta["scene"]), str(meta["caption"])
+
+
+# ----------------------------------------------------------------------------------------------- Blender
+
+
+def write_blender(
+    scene: SceneSpec,
+    out_dir: str | Path,
+    n_train: int = 100,
+    n_val: int = 10,
+    n_test: int = 20,
+    size: int = 128,
+    seed: int = 0,
+    fov_deg: float = 45.0,
+    supersample: int = 2,
+) -> dict[str, list[Camera]]:
+    """Render ``scene`` into a NeRF-synthetic style dataset under ``out_dir`` (see the module docstring).
+
+    Train and val cameras are drawn from ``np.random.default_rng(seed)`` (random azimuth, elevation and
+    distance around the scene); test cameras are a ring of ``n_test`` at 30 degrees elevation.
+
+    Returns:
+        The cameras of each split, ``{"train": [...], "val": [...], "test": [...]}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    center, radius = scene_extent(scene)
+    cams = {
+        "train": [sample_camera_for_scene(rng, scene, size, size, fov_deg=fov_deg) for _ in range(n_train)],
+        "val": [sample_camera_for_scene(rng, scene, size, size, fov_deg=fov_deg) for _ in range(n_val)],
+        "test": orbit_cameras(n_test, size, size, radius=2.25 + 1.85 * radius, elevation_deg=30.0, fov_deg=fov_deg,
+                              target=tuple(center)),
+    }
+    for split, split_cams in cams.items():
+        frames = []
+        for i, cam in enumerate(split_cams):
+            stem = out / split / f"r_{i}"
+            _save_view(scene, cam, stem.with_suffix(".png"), stem, supersample)
+            frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0,
+                           "transform_matrix": np.asarray(cam.c2w).tolist()})
+        transforms = {"camera_angle_x": math.radians(fov_deg), "frames": frames}
+        (out / f"transforms_{split}.json").write_text(json.dumps(transforms, indent=2))
+    _write_scene_json(scene, out, {"layout": "blender", "size": size, "seed": seed, "fov_deg": fov_deg,
+                                   "n_train": n_train, "n_val": n_val, "n_test": n_test})
+    return cams
+
+
+def read_blender_poses(directory: str | Path, split: str = "train") -> np.ndarray:
+    """Camera-to-world matrices (N, 4, 4), OpenGL convention, of ``transforms_{split}.json``."""
+    meta = json.loads((Path(directory) / f"transforms_{split}.json").read_text())
+    return np.array([frame["transform_matrix"] for frame in meta["frames"]], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------- LLFF
+
+
+def forward_facing_cameras(
+    scene: SceneSpec,
+    n_views: int,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    fov_deg: float = 45.0,
+    spread: float = 0.6,
+) -> list[Camera]:
+    """LLFF-like cameras: a jittered grid of positions on a plane facing the scene, all looking at its centre.
+
+    The viewing direction (azimuth uniform, elevation 15-30 degrees) and the distance are drawn from ``rng``;
+    positions span ``spread`` times the distance horizontally (three quarters of that vertically) so the views
+    differ by a few degrees, like a hand-held forward-facing capture.
+    """
+    center, radius = scene_extent(scene)
+    az = rng.uniform(0.0, 2.0 * math.pi)
+    el = math.radians(rng.uniform(15.0, 30.0))
+    dist = rng.uniform(2.0 + 1.4 * radius, 2.4 + 1.6 * radius)
+    base = orbit_position(az, el, dist, center)
+    base_c2w = look_at(base, center)
+    right, up = base_c2w[:3, 0], base_c2w[:3, 1]
+    cols = int(math.ceil(math.sqrt(n_views * 4.0 / 3.0)))
+    rows = int(math.ceil(n_views / cols))
+    cams = []
+    for i in range(n_views):
+        r, c = divmod(i, cols)
+        gx = (c + 0.5) / cols - 0.5 + rng.uniform(-0.15, 0.15) / cols
+        gy = (r + 0.5) / rows - 0.5 + rng.uniform(-0.15, 0.15) / rows
+        eye = base + spread * dist * (gx * right + 0.75 * gy * up)
+        target = np.asarray(center) + rng.uniform(-0.05, 0.05, size=3) * radius
+        cams.append(Camera(look_at(eye, target), math.radians(fov_deg), int(width), int(height)))
+    return cams
+
+
+def _llff_row(camera: Camera, near: float, far: float) -> np.ndarray:
+    """One row of ``poses_bounds.npy`` for an OpenGL camera."""
+    c2w = np.asarray(camera.c2w, dtype=np.float64)
+    pose = np.zeros((3, 5))
+    pose[:, :3] = c2w[:3, :3] @ _GL_TO_LLFF
+    pose[:, 3] = c2w[:3, 3]
+    pose[:, 4] = (camera.height, camera.width, camera.focal)
+    return np.concatenate([pose.ravel(), [near, far]])
+
+
+def write_llff(
+    scene: SceneSpec,
+    out_dir: str | Path,
+    n_views: int = 20,
+    size: int | tuple[int, int] = (96, 72),
+    seed: int = 0,
+    fov_deg: float = 45.0,
+    supersample: int = 2,
+) -> list[Camera]:
+    """Render ``scene`` into an LLFF-style forward-facing dataset under ``out_dir`` (see the module docstring).
+
+    Args:
+        size: ``(width, height)``, or an int for square images.
+        seed: seeds ``np.random.default_rng(seed)``, the only source of the camera layout.
+
+    Returns:
+        The cameras, in image order.
+    """
+    width, height = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cams = forward_facing_cameras(scene, n_views, width, height, np.random.default_rng(seed), fov_deg)
+    rows = []
+    for i, cam in enumerate(cams):
+        name = f"IMG_{i:04d}"
+        depth = _save_view(scene, cam, out / "images" / f"{name}.png", out / "gt" / name, supersample)
+        finite = depth[np.isfinite(depth)]
+        near, far = (float(np.percentile(finite, 1.0)), float(np.percentile(finite, 99.0))) if finite.size else (
+            0.1, 100.0)
+        rows.append(_llff_row(cam, near, far))
+    np.save(out / "poses_bounds.npy", np.stack(rows))
+    _write_scene_json(scene, out, {"layout": "llff", "width": width, "height": height, "seed": seed,
+                                   "fov_deg": fov_deg, "n_views": n_views})
+    return cams
+
+
+def read_llff_poses(directory: str | Path) -> np.ndarray:
+    """Camera-to-world matrices (N, 4, 4), OpenGL convention, from ``poses_bounds.npy`` (no recentring)."""
+    arr = np.load(Path(directory) / "poses_bounds.npy")
+    poses = arr[:, :15].reshape(-1, 3, 5)
+    c2w = np.tile(np.eye(4), (len(arr), 1, 1))
+    # the loader's fix-up: [down, right, back] -> [right, up, back]
+    c2w[:, :3, :3] = np.concatenate([poses[:, :, 1:2], -poses[:, :, 0:1], poses[:, :, 2:3]], axis=2)
+    c2w[:, :3, 3] = poses[:, :, 3]
+    return c2w
+
+
+def read_llff_bounds(directory: str | Path) -> np.ndarray:
+    """Near/far bounds (N, 2) from ``poses_bounds.npy``."""
+    return np.load(Path(directory) / "poses_bounds.npy")[:, 15:17]
+
+
+def read_llff_hwf(directory: str | Path) -> np.ndarray:
+    """``(height, width, focal)`` (N, 3) from ``poses_bounds.npy``."""
+    return np.load(Path(directory) / "poses_bounds.npy")[:, :15].reshape(-1, 3, 5)[:, :, 4]

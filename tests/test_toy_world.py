@@ -1,0 +1,314 @@
+"""Tests of the numpy toy world: scenes, captions, ray-cast geometry, dataset writers and detectors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ids_nerf.toy import datasets as ds
+from ids_nerf.toy import detectors as det
+from ids_nerf.toy import scenes as sc
+
+NP = r"an? (?:" + "|".join(sc.COLORS) + r") (?:" + "|".join(sc.SHAPES) + r")"
+CAPTION_RE = re.compile(rf"^(?:{NP}|{NP} and {NP}|{NP}, {NP} and {NP}) on a (?:checkered|wooden) floor$")
+
+
+def _unproject(camera: sc.Camera, depth: np.ndarray) -> np.ndarray:
+    """World points (H, W, 3) of pixel centres at the given z-depth (independent of the renderer's rays).
+
+    Infinite depths (sky) are unprojected at depth 0.
+    """
+    depth = np.where(np.isfinite(depth), depth, 0.0)
+    h, w = depth.shape
+    j, i = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    x = (j - 0.5 * w) / camera.focal * depth
+    y = -(i - 0.5 * h) / camera.focal * depth
+    cam_pts = np.stack([x, y, -depth, np.ones_like(depth)], axis=-1)
+    return (cam_pts @ np.asarray(camera.c2w).T)[..., :3]
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+
+def test_generation_is_deterministic_and_seed_dependent() -> None:
+    a_img, a_cap, a_meta = sc.generate_arrays(6, size=32, seed=7)
+    b_img, b_cap, b_meta = sc.generate_arrays(6, size=32, seed=7)
+    c_img, _, _ = sc.generate_arrays(6, size=32, seed=8)
+    assert a_img.dtype == np.uint8 and a_img.shape == (6, 32, 32, 3)
+    np.testing.assert_array_equal(a_img, b_img)
+    assert a_cap == b_cap and a_meta == b_meta
+    assert not np.array_equal(a_img, c_img)
+    # random access gives the same image as the stream, whatever the stream's length
+    img3, cap3, meta3 = sc.generate_one(3, size=32, seed=7)
+    np.testing.assert_array_equal(img3, a_img[3])
+    assert cap3 == a_cap[3] and meta3 == a_meta[3]
+    # images are not blank: several distinct colours and some object pixels
+    for img, meta in zip(a_img, a_meta, strict=True):
+        assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50
+        assert sum(meta["object_pixels"]) > 0
+
+
+def test_sample_scene_constraints() -> None:
+    rng = np.random.default_rng(0)
+    counts = set()
+    for _ in range(200):
+        scene = sc.sample_scene(rng)
+        counts.add(len(scene.objects))
+        assert scene.floor in sc.FLOORS
+        assert abs(np.linalg.norm(scene.light_dir) - 1.0) < 1e-9 and scene.light_dir[2] > 0
+        colors = [o.color for o in scene.objects]
+        assert len(set(colors)) == len(colors)
+        for o in scene.objects:
+            assert o.shape in sc.SHAPES and o.color in sc.COLORS
+            assert o.center[2] == pytest.approx(o.size)  # resting on the floor
+        for i, a in enumerate(scene.objects):
+            for b in scene.objects[i + 1:]:
+                gap = math.dist(a.center[:2], b.center[:2])
+                assert gap >= sc.footprint_radius(a.shape, a.size) + sc.footprint_radius(b.shape, b.size)
+    assert counts == {1, 2, 3}
+    restricted = sc.sample_scene(np.random.default_rng(1), 2, shapes=("cone",), colors=("red", "blue"),
+                                 floors=("wooden",))
+    assert {o.shape for o in restricted.objects} == {"cone"} and restricted.floor == "wooden"
+    assert {o.color for o in restricted.objects} == {"red", "blue"}
+    with pytest.raises(ValueError):
+        sc.sample_scene(np.random.default_rng(1), 3, colors=("red", "blue"))
+    with pytest.raises(ValueError):
+        sc.sample_scene(np.random.default_rng(1), 1, shapes=("torus",))
+
+
+def test_scene_and_camera_json_round_trip() -> None:
+    rng = np.random.default_rng(3)
+    scene = sc.sample_scene(rng, 3)
+    cam = sc.sample_camera_for_scene(rng, scene, 40, 30)
+    assert sc.SceneSpec.from_dict(json.loads(json.dumps(scene.to_dict()))) == scene
+    cam2 = sc.Camera.from_dict(json.loads(json.dumps(cam.to_dict())))
+    np.testing.assert_array_equal(cam2.c2w, cam.c2w)
+    assert (cam2.fov_x, cam2.width, cam2.height) == (cam.fov_x, cam.width, cam.height)
+
+
+# ----------------------------------------------------------------------------------------------- captions
+
+
+def test_caption_grammar_and_substitution() -> None:
+    red_sphere = sc.ObjectSpec("sphere", "red", (0.0, 0.0, 0.4), 0.4)
+    blue_cube = sc.ObjectSpec("cube", "blue", (1.0, 0.0, 0.3), 0.3)
+    orange_cone = sc.ObjectSpec("cone", "orange", (-1.0, 0.0, 0.3), 0.3)
+    one = sc.SceneSpec((red_sphere,), floor="checkered")
+    assert sc.caption(one) == "a red sphere on a checkered floor"
+    two = sc.SceneSpec((red_sphere, blue_cube), floor="wooden")
+    assert sc.caption(two) == "a red sphere and a blue cube on a wooden floor"
+    three = sc.SceneSpec((orange_cone, red_sphere, blue_cube), floor="checkered")
+    assert sc.caption(three) == "an orange cone, a red sphere and a blue cube on a checkered floor"
+    # edits phrased as word substitutions match re-captioned edited scenes
+    recolored = dataclasses.replace(two, objects=(dataclasses.replace(red_sphere, color="green"), blue_cube))
+    assert sc.caption(recolored) == sc.caption(two).replace("red sphere", "green sphere")
+    reshaped = dataclasses.replace(two, objects=(dataclasses.replace(red_sphere, shape="cylinder"), blue_cube))
+    assert sc.caption(reshaped) == sc.caption(two).replace("sphere", "cylinder")
+    refloored = dataclasses.replace(two, floor="checkered")
+    assert sc.caption(refloored) == sc.caption(two).replace("wooden floor", "checkered floor")
+    for _, cap, meta in sc.generate_images(40, size=16, seed=2, config=sc.GenerationConfig(supersample=1)):
+        assert CAPTION_RE.match(cap), cap
+        assert cap == sc.caption(sc.SceneSpec.from_dict(meta["scene"]))
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("shape", sc.SHAPES)
+def test_center_pixel_depth_matches_geometry(shape: str) -> None:
+    obj = sc.ObjectSpec(shape, "red", (0.3, -0.2, 0.5), 0.5)
+    scene = sc.SceneSpec((obj,), floor="checkered")
+    eye = np.array([0.3, -4.2, 0.5])  # level with the centre: the centre ray hits the middle of the near side
+    cam = sc.Camera(sc.look_at(eye, obj.center), math.radians(40.0), 65, 65)
+    out = sc.render(scene, cam, supersample=1)
+    dist = float(np.linalg.norm(eye - np.asarray(obj.center)))
+    # sphere/cube/cylinder: the near surface is ``size`` in front of the centre; cone: at half height the
+    # surface is at radius size / 2
+    expected = dist - (0.5 * obj.size if shape == "cone" else obj.size)
+    assert out.depth[32, 32] == pytest.approx(expected, abs=1e-4)
+    assert out.object_ids[32, 32] == 0 and not out.floor_mask[32, 32]
+
+
+def test_depth_unprojects_onto_the_surfaces() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        scene = sc.sample_scene(rng, 3)
+        cam = sc.sample_camera_for_scene(rng, scene, 48, 40)
+        out = sc.render(scene, cam, supersample=1)
+        assert out.rgb.shape == (40, 48, 3) and out.rgb.dtype == np.float32
+        assert out.depth.dtype == np.float32 and out.object_ids.dtype == np.int32
+        assert 0.0 <= out.rgb.min() and out.rgb.max() <= 1.0
+        pts = _unproject(cam, out.depth.astype(np.float64))
+        # floor pixels lie on z = 0 inside the floor disk; sky pixels have infinite depth
+        assert out.floor_mask.any()
+        np.testing.assert_allclose(pts[out.floor_mask][:, 2], 0.0, atol=1e-3)
+        assert np.all(np.hypot(pts[out.floor_mask][:, 0], pts[out.floor_mask][:, 1]) <= scene.floor_radius + 1e-3)
+        sky = (out.object_ids < 0) & ~out.floor_mask
+        assert np.all(np.isinf(out.depth[sky])) and np.all(np.isfinite(out.depth[~sky]))
+        assert not np.any(out.floor_mask & (out.object_ids >= 0))
+        for k, obj in enumerate(scene.objects):
+            p = pts[out.object_ids == k] - np.asarray(obj.center)
+            if obj.shape == "sphere":
+                np.testing.assert_allclose(np.linalg.norm(p, axis=1), obj.size, atol=1e-3)
+            elif obj.shape == "cube":
+                c, s_ = math.cos(obj.yaw), math.sin(obj.yaw)
+                local = p @ np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])  # world -> cube frame
+                np.testing.assert_allclose(np.abs(local).max(axis=1), obj.size, atol=1e-3)
+            elif obj.shape == "cylinder":
+                on_side = np.abs(np.hypot(p[:, 0], p[:, 1]) - obj.size) < 1e-3
+                on_cap = np.abs(p[:, 2] - obj.size) < 1e-3
+                assert np.all(on_side | on_cap)
+            else:  # cone: radius shrinks linearly from size at the base to 0 at the apex
+                expected_r = obj.size * (obj.size - p[:, 2]) / (2.0 * obj.size)
+                np.testing.assert_allclose(np.hypot(p[:, 0], p[:, 1]), expected_r, atol=1e-3)
+
+
+def test_objects_cast_shadows_on_the_floor() -> None:
+    cube = sc.ObjectSpec("cube", "white", (0.0, 0.0, 0.5), 0.5)
+    light = (0.0, 0.8, 0.6)  # from +Y, 36.9 degrees up: the shadow falls on -Y, 1.33 units beyond the cube
+    with_cube = sc.SceneSpec((cube,), floor="checkered", light_dir=light)
+    without = dataclasses.replace(with_cube, objects=())
+    cam = sc.Camera(sc.look_at((0.0, -0.01, 6.0), (0.0, 0.0, 0.0)), math.radians(50.0), 41, 41)
+    out_with, out_without = sc.render(with_cube, cam, 1), sc.render(without, cam, 1)
+    pts = _unproject(cam, out_with.depth.astype(np.float64))
+    x, y = pts[..., 0], pts[..., 1]
+    floor = out_with.floor_mask
+    in_shadow = floor & (np.abs(x) < 0.4) & (y < -0.6) & (y > -1.7)
+    in_light = floor & ((y > 0.6) | (np.abs(x) > 0.6))
+    assert in_shadow.sum() > 10 and in_light.sum() > 100
+    # shadowed floor gets ambient light only: 0.3 vs 0.3 + 0.7 * 0.6 when lit
+    ratio = out_with.rgb[in_shadow].sum(-1) / out_without.rgb[in_shadow].sum(-1)
+    np.testing.assert_allclose(ratio, 0.3 / (0.3 + 0.7 * 0.6), rtol=1e-3)
+    np.testing.assert_array_equal(out_with.rgb[in_light], out_without.rgb[in_light])
+
+
+# ----------------------------------------------------------------------------------------------- datasets
+
+
+def test_blender_writer_round_trips_cameras(tmp_path: Path) -> None:
+    scene = sc.sample_scene(np.random.default_rng(4), 2)
+    cams = ds.write_blender(scene, tmp_path, n_train=3, n_val=1, n_test=2, size=24, seed=5)
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+        meta = json.loads((tmp_path / f"transforms_{split}.json").read_text())
+        assert meta["camera_angle_x"] == pytest.approx(cams[split][0].fov_x)
+        assert [f["file_path"] for f in meta["frames"]] == [f"./{split}/r_{i}" for i in range(n)]
+        c2w = ds.read_blender_poses(tmp_path, split)
+        assert c2w.shape == (n, 4, 4)
+        np.testing.assert_allclose(c2w[:, :3, 3], [c.center for c in cams[split]], atol=1e-5)
+        np.testing.assert_allclose(c2w, [c.c2w for c in cams[split]], atol=1e-9)
+        for i, cam in enumerate(cams[split]):
+            img = np.array(Image.open(tmp_path / split / f"r_{i}.png"))
+            assert img.shape == (24, 24, 3) and img.dtype == np.uint8
+            out = sc.render(scene, cam)
+            np.testing.assert_array_equal(img, sc.to_uint8(out.rgb))
+            mask = np.array(Image.open(tmp_path / split / f"r_{i}_mask.png"))
+            np.testing.assert_array_equal(mask, out.object_ids + 1)
+            np.testing.assert_array_equal(np.load(tmp_path / split / f"r_{i}_depth.npy"), out.depth)
+    # the cameras look at the scene: the camera's -Z axis points at the scene centre's side
+    center, _ = sc.scene_extent(scene)
+    for cam in cams["train"] + cams["test"]:
+        to_center = center - cam.center
+        assert np.dot(-cam.c2w[:3, 2], to_center) / np.linalg.norm(to_center) > 0.98
+    # test cameras are an evenly spaced ring
+    test_c = np.array([c.center for c in cams["test"]])
+    assert np.linalg.norm(test_c[0, :2] - center[:2]) == pytest.approx(np.linalg.norm(test_c[1, :2] - center[:2]))
+    loaded_scene, cap = ds.read_scene_json(tmp_path)
+    assert loaded_scene == scene and cap == sc.caption(scene)
+
+
+def test_llff_writer_round_trips_cameras(tmp_path: Path) -> None:
+    scene = sc.sample_scene(np.random.default_rng(6), 3)
+    cams = ds.write_llff(scene, tmp_path, n_views=6, size=(32, 24), seed=2)
+    arr = np.load(tmp_path / "poses_bounds.npy")
+    assert arr.shape == (6, 17)
+    near, far = arr[:, 15], arr[:, 16]
+    assert np.all(near > 0) and np.all(near < far)
+    # the original NeRF loader's conversion recovers the OpenGL camera-to-world matrices
+    poses = arr[:, :-2].reshape([-1, 3, 5]).transpose([1, 2, 0])
+    poses = np.concatenate([poses[:, 1:2, :], -poses[:, 0:1, :], poses[:, 2:, :]], 1)
+    poses = np.moveaxis(poses, -1, 0)
+    np.testing.assert_allclose(poses[:, :, :4], [c.c2w[:3, :4] for c in cams], atol=1e-9)
+    np.testing.assert_allclose(poses[:, :, 4], [[24, 32, c.focal] for c in cams], atol=1e-9)
+    c2w = ds.read_llff_poses(tmp_path)
+    np.testing.assert_allclose(c2w[:, :3, 3], [c.center for c in cams], atol=1e-5)
+    np.testing.assert_allclose(c2w, [c.c2w for c in cams], atol=1e-9)
+    np.testing.assert_allclose(ds.read_llff_bounds(tmp_path), arr[:, 15:])
+    # forward-facing: all views look within a few degrees of their mean direction
+    fwd = -c2w[:, :3, 2]
+    mean = fwd.mean(axis=0) / np.linalg.norm(fwd.mean(axis=0))
+    assert np.degrees(np.arccos(np.clip(fwd @ mean, -1, 1))).max() < 20.0
+    for i, cam in enumerate(cams):
+        assert np.array(Image.open(tmp_path / "images" / f"IMG_{i:04d}.png")).shape == (24, 32, 3)
+        depth = np.load(tmp_path / "gt" / f"IMG_{i:04d}_depth.npy")
+        out = sc.render(scene, cam)
+        np.testing.assert_array_equal(depth, out.depth)
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "gt" / f"IMG_{i:04d}_mask.png")),
+                                      out.object_ids + 1)
+        finite = depth[np.isfinite(depth)]
+        assert near[i] == pytest.approx(np.percentile(finite, 1)) and far[i] == pytest.approx(np.percentile(finite, 99))
+    assert ds.read_scene_json(tmp_path)[0] == scene
+
+
+# ----------------------------------------------------------------------------------------------- detectors
+
+
+def test_color_mask_is_invariant_to_shading_and_ignores_background() -> None:
+    for name, rgb in sc.COLORS.items():
+        for brightness in (0.2, 0.5, 1.0):
+            patch = np.broadcast_to(np.asarray(rgb) * brightness, (8, 8, 3))
+            assert det.color_mask(patch, name).all(), (name, brightness)
+            assert det.dominant_color(sc.to_uint8(patch)) == name
+    background_colors = [*sc.CHECKER_COLORS, *sc.WOOD_COLORS, sc.SKY_HORIZON, sc.SKY_ZENITH]
+    for rgb in background_colors:
+        for brightness in (0.3, 0.7, 1.0):
+            patch = np.broadcast_to(np.asarray(rgb) * brightness, (8, 8, 3))
+            assert not det.object_mask(patch).any(), (rgb, brightness)
+    with pytest.raises(ValueError):
+        det.color_mask(np.zeros((4, 4, 3)), "magenta")
+
+
+def test_detectors_on_empty_scenes_and_floors() -> None:
+    rng = np.random.default_rng(12)
+    for floor in sc.FLOORS:
+        for _ in range(3):
+            scene = sc.SceneSpec((), floor=floor, light_dir=(0.3, 0.2, 0.93))
+            cam = sc.sample_camera(rng, 64, 64)
+            img = sc.to_uint8(sc.render(scene, cam).rgb)
+            assert det.object_mask(img).sum() <= 3
+            assert det.dominant_color(img) is None
+            assert det.shape_class(img) == "unknown"
+            assert det.floor_type(img) == floor
+
+
+def test_detector_accuracy_on_generated_images() -> None:
+    report = det.measure_detector_accuracy(n=100, seed=1234)
+    # measured on 500 images: colour 1.000, shape 0.986, floor 1.000, mask IoU 0.96
+    assert report["color_accuracy"] >= 0.9
+    assert report["shape_accuracy"] >= 0.9
+    assert report["floor_accuracy"] >= 0.9
+    assert report["mask_iou"] >= 0.85
+    assert min(report["shape_accuracy_by_shape"].values()) >= 0.75
+
+
+def test_detectors_follow_an_edit() -> None:
+    """Recolouring / reshaping one object in the spec changes what the detectors report."""
+    obj = sc.ObjectSpec("sphere", "red", (0.0, 0.0, 0.5), 0.5)
+    scene = sc.SceneSpec((obj,), floor="wooden", light_dir=(0.5, -0.5, 0.707))
+    cam = sc.Camera(sc.look_at(sc.orbit_position(-1.2, math.radians(25.0), 3.2, (0, 0, 0.5)), (0, 0, 0.5)),
+                    math.radians(45.0), 64, 64)
+    before = sc.to_uint8(sc.render(scene, cam).rgb)
+    edited = dataclasses.replace(scene, objects=(dataclasses.replace(obj, color="blue", shape="cube", yaw=0.4),))
+    after = sc.to_uint8(sc.render(edited, cam).rgb)
+    assert det.dominant_color(before) == "red" and det.shape_class(before) == "sphere"
+    assert det.dominant_color(after) == "blue" and det.shape_class(after) == "cube"
+    assert not det.color_mask(after, "red").any()
+    truth = sc.render(edited, cam, supersample=1).object_ids == 0
+    found = det.color_mask(after, "blue")
+    assert (truth & found).sum() / (truth | found).sum() > 0.85
