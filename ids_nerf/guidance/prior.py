@@ -155,7 +155,7 @@ class DiffusionPrior:
         for module in (self.text_encoder, self.vae, self.unet):
             module.requires_grad_(False)
             module.eval()
-        self.text_encoder.to(self.device)  # text encoder stays fp32: it runs once per prompt
+        self.text_encoder.to(self.device, torch.float32)  # fp32 whatever the stored dtype: it runs once per prompt
         self.vae.to(self.device)
         self.unet.to(self.device)
         if self.config.gradient_checkpointing:
@@ -173,6 +173,8 @@ class DiffusionPrior:
         self.vae_scale_factor: int = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution: int = int(self.unet.config.sample_size) * self.vae_scale_factor
         self.latent_channels: int = int(self.unet.config.in_channels)
+        #: Image sizes must be multiples of this (VAE downsampling x UNet downsampling), e.g. 64 for SD 1.x.
+        self.size_multiple: int = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     # ------------------------------------------------------------------ text
     def text_embeddings(self, prompt: str) -> Tensor:

@@ -1,7 +1,6 @@
-"""``ids-edit-image``: text-guided editing of one image with SDS / DDS / CDS / PDS, each with optional FPR (IDS).
+"""ids-edit-image: text-guided editing of one image with SDS / DDS / CDS / PDS, each with optional FPR (IDS).
 
-Example::
-
+Example:
     ids-edit-image --image cat.png --src-prompt "a photo of a cat" --trg-prompt "a photo of a pig" \\
         --method ids --out pig.png
 """
@@ -54,7 +53,7 @@ class EditImageConfig:
     t_range: tuple[float, float] = (0.05, 0.95)
     """Timestep range as fractions of the training steps (SDS/DDS/CDS)."""
     fpr: FPRConfig = field(default_factory=FPRConfig)
-    """Fixed-point regularization; `enabled` is switched on by --method ids / *-fpr, or by --fpr.enabled True."""
+    """Fixed-point regularization; `enabled` is switched on by --method ids / *-fpr, or by --fpr.enabled."""
     cds: CDSConfig = field(default_factory=CDSConfig)
     """CDS options (method cds / cds-fpr)."""
     pds: PDSConfig = field(default_factory=PDSConfig)

@@ -1,0 +1,253 @@
+"""IDSEditPipeline: text-guided editing of a pretrained nerfacto scene with the shared ScoreDistiller.
+
+Each editing step: pick a training view (kept for ``view_repeat`` steps), render it at the prior's resolution,
+encode it to a latent (target), take the guidance gradient against the cached latent of that view's original
+photo (source), backpropagate through the VAE encoder into the image, then into the NeRF chunk by chunk.
+
+The diffusion prior is built lazily on the first editing step and held outside the module tree: checkpoints hold
+only the scene, and ``ns-render``/``ns-eval``/``ns-export``/``ns-viewer`` never load Stable Diffusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor
+
+from ids_nerf.guidance.distiller import GuidanceConfig
+from ids_nerf.nerf import render
+from ids_nerf.nerf.controls import EditControls
+from ids_nerf.nerf.model import IDSNerfactoModelConfig
+
+
+@dataclass
+class NerfGuidanceConfig(GuidanceConfig):
+    """Text prompts, score method (+ FPR) and diffusion prior of a NeRF edit."""
+
+    src_prompt: str = ""
+    """Prompt describing the original scene, e.g. "a photo of a fern"."""
+    trg_prompt: str = ""
+    """Prompt describing the edited scene, e.g. "a photo of a fern made of gold"."""
+    prior: str = "CompVis/stable-diffusion-v1-4"
+    """Diffusion prior: hub id, local diffusers folder, `toy` (bundled offline model) or `tiny` (random weights)."""
+    device: str = "auto"
+    """Device of the diffusion prior: `auto` (the NeRF's device), `cpu`, `cuda`, `cuda:1` (a second GPU), ..."""
+    dtype: str = "auto"
+    """Prior weights dtype (memory knob): `auto` (float16 on CUDA, float32 on CPU), `float32`, `float16`, `bfloat16`."""
+    gradient_checkpointing: bool = False
+    """Recompute the VAE encoder's activations in its backward pass (memory knob for large renders)."""
+    resolution: int | None = None
+    """Long side of the rendered view in pixels; None = the prior's resolution (512 for SD 1.x)."""
+    render_chunk_size: int = 4096
+    """Rays rendered at once (memory knob): the differentiable render never holds more than one chunk's graph."""
+    view_repeat: int = 10
+    """Editing steps spent on one training view before another is drawn (official PDS: 10)."""
+    loss_scale: float = 1.0
+    """Scale of the guidance loss (z * grad).sum(); Adam makes the NeRF update nearly invariant to it."""
+    anchor_weight: float = 0.0
+    """Weight of an optional RGB anchoring loss mean((render - photo)^2) keeping the render near the photo."""
+    proposal_loss_mult: float = 1.0
+    """Weight of nerfacto's interlevel loss during editing, so proposal networks follow edited geometry."""
+    log_every: int = 50
+    """Every N steps save a side-by-side (source photo | render | depth) under <run>/edit_progress and log it."""
+    seed: int = 42
+    """Seed of every random draw of the edit (views, timesteps, noises, sampler jitter); ids-edit sets it from
+    --machine.seed."""
+
+    def derived_seed(self, stream: int) -> int:
+        """Independent seed for one random stream (0: views, 1: guidance, 2: render jitter) of this run."""
+        return (self.seed * 1_000_003 + stream * 7_919) % (2**62)
+
+
+@dataclass
+class IDSEditPipelineConfig(VanillaPipelineConfig):
+    """Pipeline editing a pretrained nerfacto scene with score distillation (IDS = DDS + FPR by default)."""
+
+    _target: type = field(default_factory=lambda: IDSEditPipeline)
+    datamanager: VanillaDataManagerConfig = field(default_factory=VanillaDataManagerConfig)
+    """Data manager; its dataparser must describe the same scene (and frame) as the source checkpoint."""
+    model: IDSNerfactoModelConfig = field(default_factory=IDSNerfactoModelConfig)
+    """NeRF model; replaced by the source run's model config when its config.yml is found."""
+    guidance: NerfGuidanceConfig = field(default_factory=NerfGuidanceConfig)
+    """Editing guidance: prompts, method, FPR, prior."""
+
+
+class IDSEditPipeline(VanillaPipeline):
+    """VanillaPipeline + :meth:`edit_step` (the IDSEditTrainer calls it instead of ``get_train_loss_dict``)."""
+
+    config: IDSEditPipelineConfig
+
+    def __init__(
+        self,
+        config: IDSEditPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Any = None,
+    ) -> None:
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # Plain attributes (not nn.Modules): nothing of the prior reaches state_dict() or checkpoints.
+        self.__dict__["_prior"] = None
+        self.__dict__["_distiller"] = None
+        self.__dict__["_src_latents"] = {}
+        self.__dict__["_view_generator"] = torch.Generator().manual_seed(config.guidance.derived_seed(0))
+        self.__dict__["_current_view"] = 0
+        self.__dict__["progress_dir"] = None
+        self.__dict__["controls"] = EditControls(config.guidance)
+        for name, element in self.controls.elements().items():
+            setattr(self, name, element)
+
+    # ----------------------------------------------------------------- lazy prior
+    # Methods, not properties: nerfstudio's viewer getattr()s every public attribute of the pipeline.
+    def get_prior(self):
+        """The diffusion prior, loaded on first use (never by ns-render / ns-eval / ns-viewer)."""
+        if self._prior is None:
+            from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+
+            g = self.config.guidance
+            device = str(self.device) if g.device == "auto" else g.device
+            prior_cfg = PriorConfig(
+                model=g.prior, device=device, dtype=g.dtype, gradient_checkpointing=g.gradient_checkpointing
+            )
+            self.__dict__["_prior"] = DiffusionPrior(prior_cfg)
+        return self._prior
+
+    def get_distiller(self):
+        """The shared ScoreDistiller, seeded by the run's seed."""
+        if self._distiller is None:
+            from ids_nerf.guidance.distiller import ScoreDistiller
+
+            seed = self.config.guidance.derived_seed(1)
+            self.__dict__["_distiller"] = ScoreDistiller(self.get_prior(), self.config.guidance, seed=seed)
+        return self._distiller
+
+    # ----------------------------------------------------------------- views
+    def _view_index(self, step: int) -> int:
+        if step % max(1, self.config.guidance.view_repeat) == 0:
+            n = len(self.datamanager.train_dataset)
+            self.__dict__["_current_view"] = int(torch.randint(n, (1,), generator=self._view_generator))
+        return self._current_view
+
+    def _view_size(self, index: int) -> tuple[int, int]:
+        cams = self.datamanager.train_dataset.cameras
+        long_side = self.config.guidance.resolution or self.get_prior().resolution
+        multiple = self.get_prior().size_multiple
+        return render.render_size(int(cams.width[index, 0]), int(cams.height[index, 0]), long_side, multiple)
+
+    def source_photo(self, index: int, width: int, height: int) -> Tensor:
+        """The original training photo of view ``index`` as (1, 3, H, W) in [0, 1] at ``width`` x ``height``."""
+        image = self.datamanager.train_dataset[index]["image"].float()
+        if image.shape[-1] == 4:  # RGBA -> composite on the model's background colour (white by default)
+            image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
+        image = image.permute(2, 0, 1)[None]
+        return torch.nn.functional.interpolate(
+            image, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
+
+    def _source_latent(self, index: int, width: int, height: int) -> Tensor:
+        key = (index, width, height)
+        if key not in self._src_latents:
+            with torch.no_grad():
+                photo = self.source_photo(index, width, height).to(self.get_prior().device)
+                self._src_latents[key] = self.get_prior().encode(photo, generator=self.get_distiller().generator)
+        return self._src_latents[key]
+
+    # ----------------------------------------------------------------- editing step
+    def edit_step(self, step: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """One editing step; accumulates gradients in the NeRF parameters. Returns (loss_dict, metrics_dict)."""
+        g = self.config.guidance
+        model = self.model
+        index = self._view_index(step)
+        width, height = self._view_size(index)
+        camera = render.view_camera(self.datamanager.train_dataset.cameras, index, width, height)
+        rays = render.view_rays(camera, index, self.device)
+        seed = g.derived_seed(2) + step
+        sampler = getattr(model, "proposal_sampler", None)
+        counter = getattr(sampler, "_steps_since_update", None)
+        rendered = render.render_view(model, rays, height, width, g.render_chunk_size, seed)
+        if counter is not None:  # the no-grad pass must not consume the proposal networks' update slot
+            sampler._steps_since_update = counter
+
+        prior = self.get_prior()
+        image = rendered["rgb"].permute(2, 0, 1)[None].to(prior.device, torch.float32).requires_grad_(True)
+        z_src = self._source_latent(index, width, height)
+        cond_src, cond_trg = prior.text_embeddings(g.src_prompt), prior.text_embeddings(self.controls.target_prompt)
+        with torch.enable_grad():
+            z = prior.encode(image)
+            out = self.get_distiller().step(z, z_src, cond_trg, cond_src)
+            loss = g.loss_scale * (z * out.grad).sum()
+            if out.aux_loss is not None:
+                loss = loss + out.aux_loss
+            if g.anchor_weight > 0:
+                photo = self.source_photo(index, width, height).to(prior.device)
+                loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
+            (image_grad,) = torch.autograd.grad(loss, image)
+        image_grad = image_grad[0].permute(1, 2, 0).to(self.device)
+        prop = render.backpropagate_image_gradient(
+            model, rays, image_grad, g.render_chunk_size, seed, g.proposal_loss_mult
+        )
+
+        diag = out.diagnostics
+        metrics: dict[str, Any] = {
+            "view": index,
+            "t": diag["t"],
+            "grad_norm": diag["grad_norm"],
+            "image_grad_norm": float(image_grad.norm()),
+        }
+        if diag.get("fpr_losses"):
+            metrics["fpr_loss_first"] = diag["fpr_losses"][0]
+            if diag.get("fpr_loss_final") is not None:
+                metrics["fpr_loss_final"] = diag["fpr_loss_final"]
+        if g.log_every > 0 and step % g.log_every == 0:
+            self._log_progress(step, index, width, height, rendered)
+        loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
+        return loss_dict, metrics
+
+    def _log_progress(self, step: int, index: int, width: int, height: int, rendered: dict[str, Tensor]) -> None:
+        from nerfstudio.utils import writer
+
+        photo = self.source_photo(index, width, height)[0].permute(1, 2, 0).to(rendered["rgb"].device)
+        depth = colormaps.apply_depth_colormap(rendered["depth"])
+        panel = torch.cat([photo, rendered["rgb"].clamp(0, 1), depth], dim=1)
+        writer.put_image(name="Edit/source|render|depth", image=panel, step=step)
+        if self.progress_dir is not None:
+            from PIL import Image
+
+            self.progress_dir.mkdir(parents=True, exist_ok=True)
+            arr = (panel.detach().cpu().numpy() * 255 + 0.5).astype("uint8")
+            Image.fromarray(arr).save(self.progress_dir / f"step-{step:06d}.png")
+
+    def get_train_loss_dict(self, step: int):
+        """Not used for editing: :class:`IDSEditTrainer` calls :meth:`edit_step`."""
+        raise RuntimeError("IDSEditPipeline is driven by IDSEditTrainer.edit_step; use an ids-edit method config.")
+
+    # ----------------------------------------------------------------- optimisation
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Fields and proposal networks are edited; the camera poses learned by the source run stay fixed."""
+        groups = super().get_param_groups()
+        return {k: v for k, v in groups.items() if k in ("fields", "proposal_networks")}
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> list[TrainingCallback]:
+        """Keep nerfacto's proposal sampler fully annealed (the scene is pretrained) and hook up the run folder."""
+        sampler = getattr(self.model, "proposal_sampler", None)
+        if sampler is not None:
+            sampler.set_anneal(1.0)
+        trainer = attrs.trainer
+        if trainer is not None:
+            self.__dict__["progress_dir"] = Path(trainer.base_dir) / "edit_progress"
+            self.controls.attach_trainer(trainer)
+        if sampler is None:
+            return []
+        return [
+            TrainingCallback(
+                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], sampler.step_cb, update_every_num_iters=1
+            )
+        ]

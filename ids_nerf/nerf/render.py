@@ -1,0 +1,115 @@
+"""Rendering a training view at the prior's resolution, and backpropagating an image gradient into the NeRF.
+
+Memory: the guidance gradient is computed w.r.t. the *image* first (one no-grad render + the VAE encoder's
+backward), then the image gradient is pushed into the NeRF chunk by chunk (each chunk re-rendered with grad and
+released). Peak memory is one ray chunk's activations, whatever the resolution (PDS keeps the whole 512x512 graph
+and needs ~40 GB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.model_components.losses import interlevel_loss
+from nerfstudio.models.base_model import Model
+from torch import Tensor
+
+
+def render_size(width: int, height: int, long_side: int, multiple: int) -> tuple[int, int]:
+    """(width, height) with the long side = ``long_side`` and the short side rounded to a multiple of ``multiple``."""
+    if width >= height:
+        w, h = long_side, max(multiple, round(long_side * height / width / multiple) * multiple)
+    else:
+        w, h = max(multiple, round(long_side * width / height / multiple) * multiple), long_side
+    return w, h
+
+
+def view_camera(cameras: Cameras, index: int, width: int, height: int) -> Cameras:
+    """Camera ``index`` with its intrinsics rescaled to ``width`` x ``height`` (aspect may change slightly)."""
+    cam = cameras[index : index + 1]
+    sx, sy = width / float(cam.width[0, 0]), height / float(cam.height[0, 0])
+    return Cameras(
+        camera_to_worlds=cam.camera_to_worlds,
+        fx=cam.fx * sx,
+        fy=cam.fy * sy,
+        cx=cam.cx * sx,
+        cy=cam.cy * sy,
+        width=torch.full_like(cam.width, width),
+        height=torch.full_like(cam.height, height),
+        camera_type=cam.camera_type,
+        distortion_params=cam.distortion_params,
+        times=cam.times,
+    )
+
+
+def view_rays(camera: Cameras, train_index: int, device: torch.device | str) -> RayBundle:
+    """Flattened rays of a one-camera ``Cameras`` tagged with the training index (for the appearance embedding)."""
+    rays = camera.to(device).generate_rays(camera_indices=0, keep_shape=True)
+    rays = rays.flatten()
+    rays.camera_indices = torch.full_like(rays.camera_indices, train_index)
+    return rays
+
+
+@contextlib.contextmanager
+def seeded_sampling(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Fork the global RNG and seed it, so two passes over the same rays draw the same sampler jitter."""
+    device = torch.device(device)
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _chunks(rays: RayBundle, chunk: int):
+    for start in range(0, len(rays), chunk):
+        yield start, rays[start : start + chunk]
+
+
+@torch.no_grad()
+def render_view(model: Model, rays: RayBundle, height: int, width: int, chunk: int, seed: int) -> dict[str, Tensor]:
+    """No-grad render of ``rays`` in chunks with training-mode sampling seeded by ``seed``, so that
+    :func:`backpropagate_image_gradient` with the same seed re-renders exactly this image.
+
+    Returns ``rgb`` (H, W, 3) and ``depth`` (H, W, 1).
+    """
+    parts: dict[str, list[Tensor]] = {"rgb": [], "depth": []}
+    with seeded_sampling(seed, rays.origins.device):
+        for _, sub in _chunks(rays, chunk):
+            out = model(sub)  # forward() applies the collider (near/far) before get_outputs
+            parts["rgb"].append(out["rgb"])
+            parts["depth"].append(out["depth"])
+    return {k: torch.cat(v).reshape(height, width, -1) for k, v in parts.items()}
+
+
+def backpropagate_image_gradient(
+    model: Model,
+    rays: RayBundle,
+    image_grad: Tensor,
+    chunk: int,
+    seed: int,
+    proposal_loss_mult: float,
+    on_chunk: Callable[[int], None] | None = None,
+) -> float:
+    """Re-render ``rays`` chunk by chunk with grad (same sampling seed as :func:`render_view`) and accumulate
+    ``d loss / d params`` for the image gradient ``image_grad`` (H, W, 3). Adds nerfacto's interlevel (proposal) loss
+    of each chunk with ``proposal_loss_mult`` so the proposal networks follow the edited density. Returns the summed
+    proposal loss."""
+    grad = image_grad.reshape(-1, 3)
+    n_rays = len(rays)
+    total_prop = 0.0
+    with seeded_sampling(seed, rays.origins.device):
+        for start, sub in _chunks(rays, chunk):
+            out = model(sub)  # forward() applies the collider (near/far) before get_outputs
+            loss = (out["rgb"] * grad[start : start + len(sub)]).sum()
+            if proposal_loss_mult > 0 and "weights_list" in out:
+                prop = interlevel_loss(out["weights_list"], out["ray_samples_list"]) * len(sub) / n_rays
+                loss = loss + proposal_loss_mult * prop
+                total_prop += float(prop.detach())
+            loss.backward()
+            if on_chunk is not None:
+                on_chunk(start)
+    return total_prop

@@ -1,0 +1,180 @@
+"""IDSEditTrainer: nerfstudio's Trainer for editing a pretrained nerfacto scene.
+
+Differences from the stock Trainer, each fixing a pitfall of earlier NeRF-editing plugins:
+- inputs are validated before anything loads (prompts, --load-dir, checkpoint method, output folder);
+- the NeRF model and dataparser configs are taken from the source run's ``config.yml``, so any nerfacto checkpoint
+  (camera optimizer, appearance embedding, hash-grid sizes) loads and the scene frame matches;
+- editing runs exactly ``--max-num-iterations`` steps, whatever step the source checkpoint was saved at, with
+  fresh optimizers (the editing learning-rate schedule), and never writes into the source run's folder;
+- each step calls :meth:`IDSEditPipeline.edit_step`, which backpropagates chunk by chunk itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.models.nerfacto import NerfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from ids_nerf.errors import UserError
+from ids_nerf.nerf.checkpoints import register_safe_globals
+from ids_nerf.nerf.model import IDSNerfactoModelConfig
+from ids_nerf.nerf.pipeline import IDSEditPipelineConfig
+
+
+class EditSetupError(UserError):
+    """An ids-edit run cannot start; the message says what to fix."""
+
+
+@dataclass
+class IDSEditTrainerConfig(TrainerConfig):
+    """Trainer of an ids-edit run (editing a pretrained nerfacto checkpoint given by --load-dir)."""
+
+    _target: type = field(default_factory=lambda: IDSEditTrainer)
+    pipeline: IDSEditPipelineConfig = field(default_factory=IDSEditPipelineConfig)
+    """Editing pipeline."""
+    adopt_source_config: bool = True
+    """Take the NeRF model and dataparser settings from the source run's config.yml (next to --load-dir), so the
+    checkpoint and the scene frame always match."""
+
+
+def find_checkpoint(config: TrainerConfig) -> Path:
+    """The source checkpoint file given by --load-dir (+ --load-step) or --load-checkpoint."""
+    if config.load_checkpoint is not None:
+        path = Path(config.load_checkpoint)
+        if not path.is_file():
+            raise EditSetupError(f"--load-checkpoint {path} does not exist.")
+        return path
+    if config.load_dir is None:
+        raise EditSetupError(
+            "ids-edit edits a pretrained scene: pass --load-dir outputs/<scene>/nerfacto/<timestamp>/nerfstudio_models "
+            "(train one first with `ns-train nerfacto --data <scene>` or `ns-train ids-recon --data <scene>`)."
+        )
+    load_dir = Path(config.load_dir)
+    ckpts = sorted(load_dir.glob("step-*.ckpt")) if load_dir.is_dir() else []
+    if not ckpts:
+        raise EditSetupError(
+            f"--load-dir {load_dir} contains no step-*.ckpt checkpoint; point it at a run's nerfstudio_models/ folder."
+        )
+    if config.load_step is not None:
+        path = load_dir / f"step-{config.load_step:09d}.ckpt"
+        if not path.is_file():
+            raise EditSetupError(
+                f"--load-step {config.load_step}: {path} does not exist; available: " + ", ".join(p.name for p in ckpts)
+            )
+        return path
+    return ckpts[-1]
+
+
+def validate_edit_config(config: IDSEditTrainerConfig) -> None:
+    """Checks that need no model: prompts present and different."""
+    g = config.pipeline.guidance
+    if not g.src_prompt.strip():
+        raise EditSetupError(
+            '--pipeline.guidance.src-prompt is empty: describe the original scene, e.g. "a photo of a '
+            'red sphere on a checkered floor".'
+        )
+    if not g.trg_prompt.strip():
+        raise EditSetupError(
+            '--pipeline.guidance.trg-prompt is empty: describe the edited scene, e.g. "a photo of a '
+            'blue sphere on a checkered floor".'
+        )
+    if g.src_prompt.strip() == g.trg_prompt.strip():
+        raise EditSetupError(
+            "--pipeline.guidance.src-prompt and --pipeline.guidance.trg-prompt are identical: the "
+            "edit would do nothing. Describe the wanted change in the target prompt."
+        )
+
+
+def adopt_source_config(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
+    """Copy the source run's nerfacto model config and dataparser (from ``<run>/config.yml``) into ``config``."""
+    source_yml = checkpoint.parent.parent / "config.yml"
+    if not source_yml.is_file():
+        CONSOLE.print(f"[yellow]No config.yml next to {checkpoint.parent}; assuming default nerfacto settings.")
+        return
+    source = yaml.load(source_yml.read_text(), Loader=yaml.Loader)
+    model = getattr(getattr(source, "pipeline", None), "model", None)
+    if not isinstance(model, NerfactoModelConfig):
+        method = getattr(source, "method_name", type(model).__name__)
+        raise EditSetupError(
+            f"The checkpoint in {checkpoint.parent} was trained with method {method!r}; ids-edit edits nerfacto "
+            "scenes. Train one with `ns-train nerfacto --data <scene>` (or `ns-train ids-recon`)."
+        )
+    values = {f.name: getattr(model, f.name) for f in fields(NerfactoModelConfig) if f.name != "_target"}
+    config.pipeline.model = IDSNerfactoModelConfig(**values)
+    dataparser = source.pipeline.datamanager.dataparser
+    user_data = config.data or config.pipeline.datamanager.data
+    config.pipeline.datamanager.dataparser = dataparser
+    config.pipeline.datamanager.data = Path(user_data) if user_data is not None else dataparser.data
+
+
+def _check_output_dir(config: TrainerConfig, checkpoint: Path) -> None:
+    source_run = checkpoint.parent.parent.resolve()
+    new_run = config.get_base_dir().resolve()
+    if new_run == source_run or source_run in new_run.parents:
+        raise EditSetupError(
+            f"The edit would write into the source run {source_run}; choose another --output-dir, "
+            "--experiment-name or --timestamp."
+        )
+
+
+def _checkpoint_is_nerfacto(state: dict[str, Any]) -> bool:
+    keys = state.get("pipeline", {}).keys()
+    return any(k.startswith("_model.field.") for k in keys) and any(
+        k.startswith("_model.proposal_networks.") for k in keys
+    )
+
+
+class IDSEditTrainer(Trainer):
+    """Trainer driving :class:`IDSEditPipeline` for exactly ``max_num_iterations`` editing steps."""
+
+    config: IDSEditTrainerConfig
+
+    def __init__(self, config: IDSEditTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        try:
+            validate_edit_config(config)
+            self.source_checkpoint = find_checkpoint(config)
+            if config.adopt_source_config:
+                adopt_source_config(config, self.source_checkpoint)
+            _check_output_dir(config, self.source_checkpoint)
+        except EditSetupError as err:
+            CONSOLE.print(f"[bold red]ids-edit: error:[/bold red] {err}")
+            sys.exit(2)
+        config.pipeline.guidance.seed = config.machine.seed
+        for opt in config.optimizers.values():  # the editing LR schedule spans the editing steps
+            scheduler = opt.get("scheduler")
+            if scheduler is not None and hasattr(scheduler, "max_steps"):
+                scheduler.max_steps = config.max_num_iterations
+        super().__init__(config, local_rank, world_size)
+        if local_rank == 0:
+            config.save_config()  # ns-train saved it before the source settings were adopted
+
+    def _load_checkpoint(self) -> None:
+        register_safe_globals()
+        state = torch.load(self.source_checkpoint, map_location="cpu")
+        if not _checkpoint_is_nerfacto(state):
+            CONSOLE.print(
+                f"[bold red]ids-edit: error:[/bold red] {self.source_checkpoint} is not a nerfacto "
+                "checkpoint (no field/proposal-network weights); ids-edit edits nerfacto scenes."
+            )
+            sys.exit(2)
+        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+        self._start_step = 0  # exactly max_num_iterations editing steps, whatever the source step
+        CONSOLE.print(
+            f"Editing the scene of {self.source_checkpoint} (source step {state['step']}); "
+            f"{self.config.max_num_iterations} editing steps, fresh optimizers."
+        )
+
+    def train_iteration(self, step: int):  # type: ignore[override]
+        self.optimizers.zero_grad_all()
+        loss_dict, metrics_dict = self.pipeline.edit_step(step)  # type: ignore[attr-defined]
+        self.optimizers.optimizer_step_all()
+        self.optimizers.scheduler_step_all(step)
+        loss = sum(loss_dict.values())
+        return loss, loss_dict, metrics_dict

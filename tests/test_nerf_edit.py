@@ -1,0 +1,182 @@
+"""ids-edit end to end on CPU: toy scene -> ids-recon warm-up -> a few ids-edit steps with the tiny prior ->
+checkpoint without the prior -> ns-render; plus registration, import cost and every bad input."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
+
+RECON_STEPS = 20
+EDIT_STEPS = 3
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def edited_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
+    from ids_nerf.toy.datasets import write_blender
+    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+
+    root = tmp_path_factory.mktemp("nerf")
+    data, runs = root / "data", root / "runs"
+    scene = SceneSpec(
+        objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)],
+        floor="checkered",
+        light_dir=(0.4, -0.5, 0.75),
+    )
+    write_blender(scene, data, n_train=6, n_val=2, n_test=2, size=32, seed=0)
+    recon = reconstruction_config(data, runs, RECON_STEPS, "cpu", seed=0)
+    train_run(recon)
+    source_run = recon.get_base_dir()
+    before = _snapshot(source_run)
+
+    cfg = NerfDemoConfig(prior=str(tiny_prior_dir), edit_steps=EDIT_STEPS)
+    edit = edit_config("ids-edit", data, runs, recon.get_checkpoint_dir(), cfg, "cpu")
+    edit.pipeline.guidance.resolution = 64
+    edit.pipeline.guidance.log_every = 1
+    edit.pipeline.guidance.view_repeat = 2
+    train_run(edit)
+    return {
+        "recon": recon,
+        "edit": edit,
+        "source_run": source_run,
+        "source_before": before,
+        "data": data,
+        "runs": runs,
+        "prior": tiny_prior_dir,
+    }
+
+
+def test_exactly_max_num_iterations_steps_and_checkpoint(edited_run):
+    ckpts = sorted(edited_run["edit"].get_checkpoint_dir().glob("step-*.ckpt"))
+    assert [p.name for p in ckpts] == [f"step-{EDIT_STEPS - 1:09d}.ckpt"]  # source was saved at step 19
+    progress = sorted((edited_run["edit"].get_base_dir() / "edit_progress").glob("*.png"))
+    assert len(progress) == EDIT_STEPS
+
+
+def test_checkpoint_holds_only_the_scene(edited_run):
+    src = torch.load(next(edited_run["recon"].get_checkpoint_dir().glob("*.ckpt")), map_location="cpu")
+    dst = torch.load(next(edited_run["edit"].get_checkpoint_dir().glob("*.ckpt")), map_location="cpu")
+    keys = set(dst["pipeline"])
+    assert not any(w in k for k in keys for w in ("unet", "vae", "text_encoder", "prior"))
+    assert keys == set(src["pipeline"])  # same nerfacto architecture, nothing added
+    changed = [
+        k for k in keys if k.startswith("_model.field.") and not torch.equal(src["pipeline"][k], dst["pipeline"][k])
+    ]
+    assert changed, "editing did not change the field"
+
+
+def test_source_run_is_never_written(edited_run):
+    assert _snapshot(edited_run["source_run"]) == edited_run["source_before"]
+    saved = yaml.load((edited_run["edit"].get_base_dir() / "config.yml").read_text(), Loader=yaml.Loader)
+    assert saved.pipeline.model.num_levels == 8  # the source run's model settings were adopted and saved
+
+
+def test_ns_render_and_eval_setup_never_load_the_prior(edited_run, tmp_path):
+    config_yml = edited_run["edit"].get_base_dir() / "config.yml"
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ns-render"),
+            "dataset",
+            "--load-config",
+            str(config_yml),
+            "--output-path",
+            str(tmp_path / "renders"),
+            "--split",
+            "test",
+            "--rendered-output-names",
+            "rgb",
+            "depth",
+            "--image-format",
+            "png",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list((tmp_path / "renders").rglob("*.png"))) >= 2
+    probe = (
+        "import sys; from nerfstudio.utils.eval_utils import eval_setup; "
+        f"eval_setup(__import__('pathlib').Path({str(config_yml)!r}), test_mode='test'); "
+        "print('LOADED' if 'diffusers' in sys.modules else 'CLEAN')"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().endswith("CLEAN")
+
+
+def _expect_exit(config, match: str, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        train_run(config)
+    assert info.value.code == 2
+    assert match in capsys.readouterr().out.replace("\n", " ")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"load_dir": None}, "pass --load-dir"),
+        ({"src_prompt": ""}, "src-prompt is empty"),
+        ({"trg_prompt": " "}, "trg-prompt is empty"),
+        ({"trg_prompt": "a red sphere on a checkered floor"}, "are identical"),
+        ({"load_dir": "EMPTY"}, "contains no step-*.ckpt"),
+    ],
+)
+def test_bad_inputs_exit_before_models_load(edited_run, tmp_path, capsys, change, match):
+    config = copy.deepcopy(edited_run["edit"])
+    config.output_dir, config.timestamp = tmp_path, "bad"
+    g = config.pipeline.guidance
+    g.prior = "/nonexistent/prior"  # would fail loudly if anything tried to load it
+    if "load_dir" in change:
+        config.load_dir = None if change["load_dir"] is None else tmp_path
+    for key in ("src_prompt", "trg_prompt"):
+        if key in change:
+            setattr(g, key, change[key])
+    _expect_exit(config, match, capsys)
+
+
+def test_checkpoint_of_another_method_is_rejected(edited_run, tmp_path, capsys):
+    from nerfstudio.configs.method_configs import method_configs
+
+    other = copy.deepcopy(method_configs["vanilla-nerf"])
+    run = tmp_path / "vanilla"
+    (run / "nerfstudio_models").mkdir(parents=True)
+    (run / "config.yml").write_text(yaml.dump(other))
+    torch.save({"step": 1, "pipeline": {}}, run / "nerfstudio_models" / "step-000000001.ckpt")
+    config = copy.deepcopy(edited_run["edit"])
+    config.output_dir, config.timestamp, config.load_dir = tmp_path / "out", "x", run / "nerfstudio_models"
+    _expect_exit(config, "vanilla-nerf", capsys)
+
+
+def test_methods_registered_and_entry_module_is_cheap():
+    probe = (
+        "import sys; import ids_nerf.method_configs as m; "
+        "print(sorted(k for k in ('diffusers', 'transformers') if k in sys.modules))"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("[]")
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, descriptions = discover_methods()
+    for name in ("ids-edit", "pds-fpr-edit", "dds-edit", "pds-edit", "sds-edit", "ids-recon"):
+        assert name in methods and descriptions[name]
+    assert methods["ids-edit"].pipeline.guidance.fpr.enabled
+    assert methods["ids-edit"].pipeline.guidance.method == "dds"
+    assert not methods["dds-edit"].pipeline.guidance.fpr.enabled
+    assert methods["pds-fpr-edit"].pipeline.guidance.method == "pds"
