@@ -135,6 +135,7 @@ def _expect_exit(config, match: str, capsys) -> None:
         ({"trg_prompt": " "}, "trg-prompt is empty"),
         ({"trg_prompt": "a red sphere on a checkered floor"}, "are identical"),
         ({"load_dir": "EMPTY"}, "contains no step-*.ckpt"),
+        ({"data": "NO_FORMAT"}, "Could not detect the dataset format"),
     ],
 )
 def test_bad_inputs_exit_before_models_load(edited_run, tmp_path, capsys, change, match):
@@ -144,6 +145,9 @@ def test_bad_inputs_exit_before_models_load(edited_run, tmp_path, capsys, change
     g.prior = "/nonexistent/prior"  # would fail loudly if anything tried to load it
     if "load_dir" in change:
         config.load_dir = None if change["load_dir"] is None else tmp_path
+    if "data" in change:
+        (tmp_path / "photos").mkdir()
+        config.data = config.pipeline.datamanager.data = tmp_path / "photos"
     for key in ("src_prompt", "trg_prompt"):
         if key in change:
             setattr(g, key, change[key])
@@ -180,3 +184,32 @@ def test_methods_registered_and_entry_module_is_cheap():
     assert methods["ids-edit"].pipeline.guidance.method == "dds"
     assert not methods["dds-edit"].pipeline.guidance.fpr.enabled
     assert methods["pds-fpr-edit"].pipeline.guidance.method == "pds"
+
+
+def test_viewer_controls_change_the_live_guidance():
+    from ids_nerf.nerf.controls import EditControls
+    from ids_nerf.nerf.pipeline import NerfGuidanceConfig
+
+    g = NerfGuidanceConfig(method="dds", src_prompt="a", trg_prompt="b")
+    controls = EditControls(g)
+    elements = controls.elements()
+    assert set(elements) == {"edit_target_prompt", "edit_guidance_scale", "edit_fpr", "edit_pause"}
+
+    class _Stub:  # what a viewer element hands its callback
+        def __init__(self, value):
+            self.value = value
+
+    controls._on_prompt(_Stub("c"))
+    controls._on_scale(_Stub(12.5))
+    controls._on_fpr(_Stub(True))
+    assert controls.target_prompt == "c" and g.scale == 12.5 and g.fpr.enabled and g.name == "ids"
+
+    class _Trainer:
+        training_state = "training"
+
+    trainer = _Trainer()
+    controls.attach_trainer(trainer)
+    controls._on_pause(_Stub(True))
+    assert trainer.training_state == "paused"
+    controls._on_pause(_Stub(False))
+    assert trainer.training_state == "training"

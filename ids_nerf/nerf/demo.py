@@ -70,7 +70,6 @@ def cpu_friendly_nerfacto(model) -> None:
         {"hidden_dim": 16, "log2_hashmap_size": 14, "num_levels": 5, "max_res": 128, "use_linear": False},
     ]
     model.eval_num_rays_per_chunk = 4096
-    model.camera_optimizer.mode = "off"
 
 
 def _toy_data(cfg: NerfDemoConfig, data_dir: Path) -> None:
@@ -119,7 +118,6 @@ def reconstruction_config(data: Path, runs: Path, steps: int, device: str, seed:
     config.pipeline.datamanager.train_num_rays_per_batch = 512
     config.pipeline.datamanager.eval_num_rays_per_batch = 512
     cpu_friendly_nerfacto(config.pipeline.model)
-    config.optimizers.pop("camera_opt", None)
     config.output_dir, config.experiment_name, config.timestamp = runs, "toy", "recon"
     config.max_num_iterations, config.steps_per_save = steps, steps
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9

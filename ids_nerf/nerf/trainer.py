@@ -22,7 +22,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from ids_nerf.errors import UserError
+from ids_nerf.errors import UserError, UserInputError
 from ids_nerf.nerf.checkpoints import register_safe_globals
 from ids_nerf.nerf.model import IDSNerfactoModelConfig
 from ids_nerf.nerf.pipeline import IDSEditPipelineConfig
@@ -114,6 +114,35 @@ def adopt_source_config(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
     config.pipeline.datamanager.data = Path(user_data) if user_data is not None else dataparser.data
 
 
+def _check_data(config: TrainerConfig) -> None:
+    """The data folder must hold data of a known format, and of the format the dataparser reads."""
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from ids_nerf.nerf.dataparsers.auto import detect_data_format
+    from ids_nerf.nerf.dataparsers.llff import LLFFDataParserConfig
+
+    dm = config.pipeline.datamanager
+    data = dm.data if dm.data is not None else dm.dataparser.data
+    if data is None:
+        return
+    try:
+        found = detect_data_format(data)
+    except UserInputError as err:
+        raise EditSetupError(str(err)) from None
+    readers = {
+        BlenderDataParserConfig: "blender",
+        LLFFDataParserConfig: "llff",
+        NerfstudioDataParserConfig: "nerfstudio",
+    }
+    for cls, fmt in readers.items():
+        if isinstance(dm.dataparser, cls) and found != fmt:
+            raise EditSetupError(
+                f"--data {data} holds {found} data, but the scene was reconstructed with the {fmt} "
+                "dataparser; pass the data folder of the source run."
+            )
+
+
 def _check_output_dir(config: TrainerConfig, checkpoint: Path) -> None:
     source_run = checkpoint.parent.parent.resolve()
     new_run = config.get_base_dir().resolve()
@@ -143,6 +172,7 @@ class IDSEditTrainer(Trainer):
             if config.adopt_source_config:
                 adopt_source_config(config, self.source_checkpoint)
             _check_output_dir(config, self.source_checkpoint)
+            _check_data(config)
         except EditSetupError as err:
             CONSOLE.print(f"[bold red]ids-edit: error:[/bold red] {err}")
             sys.exit(2)
