@@ -125,10 +125,10 @@ def test_same_seed_same_steps_different_seed_differs(tiny_prior):
 
 def test_timestep_ranges(linear_denoiser):
     d = ScoreDistiller(linear_denoiser, GuidanceConfig(method="dds"), seed=0)
-    ts = [d.sample_t() for _ in range(3000)]
+    ts = d.sample_t(3000).tolist()
     assert min(ts) == 50 and max(ts) == 948  # official randint(50, 949)
     pds = ScoreDistiller(linear_denoiser, GuidanceConfig(method="pds"), seed=0)
-    pairs = [pds.sample_pds_t() for _ in range(2000)]
+    pairs = list(zip(*(x.tolist() for x in pds.sample_pds_t(2000)), strict=True))
     assert all(t - tp == 2 for t, tp in pairs)  # 500-step DDIM grid over 1000 steps
     assert min(t for t, _ in pairs) >= 20 and max(t for t, _ in pairs) <= 980
 
@@ -161,3 +161,40 @@ def test_v_prediction_is_converted_to_epsilon(tmp_path):
         eps = prior.eps(z_t, 300, cond, 1.0)
     a = prior.alphas_cumprod[300]
     torch.testing.assert_close(eps, a.sqrt() * v + (1 - a).sqrt() * z_t)
+
+
+@pytest.mark.parametrize("preset", ["ids", "pds-fpr", "cds"])
+def test_batched_step_matches_per_sample_computation(tiny_prior, preset):
+    """A batch of edits with per-sample timesteps gives each element the gradient it would get alone."""
+    from ids_nerf.guidance.fpr import fixed_point_regularization
+
+    g = torch.Generator().manual_seed(11)
+    z_src = torch.randn(3, 4, 16, 16, generator=g)
+    z_trg = z_src + 0.2 * torch.randn(3, 4, 16, 16, generator=g)
+    c_src = torch.cat([tiny_prior.text_embeddings(p) for p in ("a red sphere", "a green cube", "a blue cone")])
+    c_trg = torch.cat([tiny_prior.text_embeddings(p) for p in ("a blue sphere", "a green cone", "a red cone")])
+    eps = torch.randn(3, 4, 16, 16, generator=g)
+    t = torch.tensor([120, 480, 860])
+    cfg = guidance_from_preset(preset)
+    fpr = fixed_point_regularization(tiny_prior, z_src, c_src, t, eps, cfg.fpr)
+    whole = scores.dds(tiny_prior, z_trg, z_src, fpr.z_t, t, c_src, c_trg, 7.5).grad
+    for i in range(3):
+        one = fixed_point_regularization(
+            tiny_prior, z_src[i : i + 1], c_src[i : i + 1], t[i : i + 1], eps[i : i + 1], cfg.fpr
+        )
+        torch.testing.assert_close(one.z_t, fpr.z_t[i : i + 1], atol=2e-4, rtol=1e-4)
+        single = scores.dds(
+            tiny_prior,
+            z_trg[i : i + 1],
+            z_src[i : i + 1],
+            one.z_t,
+            t[i : i + 1],
+            c_src[i : i + 1],
+            c_trg[i : i + 1],
+            7.5,
+        ).grad
+        torch.testing.assert_close(single, whole[i : i + 1], atol=2e-4, rtol=1e-4)
+    d = ScoreDistiller(tiny_prior, cfg, seed=0)
+    out = d.step(z_trg.requires_grad_(True), z_src, c_trg, c_src)
+    assert out.grad.shape == z_src.shape and len(out.diagnostics["t_all"]) == 3
+    assert all(float(out.grad[i].abs().max()) > 0 for i in range(3))

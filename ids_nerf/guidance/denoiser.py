@@ -19,6 +19,22 @@ class Denoiser(Protocol):
         ...
 
 
+def per_sample(t: Tensor | int, batch: int) -> Tensor:
+    """Timesteps as a (batch,) long tensor from a scalar, a (1,) or a (batch,) tensor."""
+    t = torch.as_tensor(t).long().reshape(-1)
+    if t.numel() == 1:
+        return t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"{t.numel()} timesteps for a batch of {batch}.")
+    return t
+
+
+def repeat_t(t: Tensor | int, times: int) -> Tensor | int:
+    """Timesteps for ``times`` stacked copies of a batch (scalars pass through)."""
+    t = torch.as_tensor(t)
+    return t.reshape(-1).repeat(times) if t.numel() > 1 else t
+
+
 def cfg_combine(e_uncond: Tensor, e_cond: Tensor, guidance_scale: float) -> Tensor:
     """Classifier-free guidance in the official code's form ``uncond + w * (cond - uncond)``."""
     return e_uncond + guidance_scale * (e_cond - e_uncond)

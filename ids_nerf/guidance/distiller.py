@@ -104,7 +104,8 @@ class StepOutput:
     aux_loss: Tensor | None
     """Differentiable extra loss w.r.t. z_trg (CDS PatchNCE, already weighted), else None."""
     diagnostics: dict[str, float | int | list[float] | None]
-    """t, (t_prev), fpr_losses (before each FPR iteration), fpr_loss_final (after the last, when free), grad_norm."""
+    """t (of the first sample; t_all for a batch), (t_prev), fpr_losses (before each FPR iteration, summed over the
+    batch), fpr_loss_final (after the last, when free), grad_norm (mean over the batch)."""
 
 
 class ScoreDistiller:
@@ -125,16 +126,16 @@ class ScoreDistiller:
         """Standard normal noise drawn on the CPU (identical on every device for a seed), moved to ``like``."""
         return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like.device, like.dtype)
 
-    def _randint(self, low: int, high: int) -> int:
+    def _randint(self, low: int, high: int, batch: int) -> Tensor:
         if high <= low:
             raise UserInputError(f"Empty timestep range [{low}, {high}); widen t_range.")
-        return int(torch.randint(low, high, (1,), generator=self.generator))
+        return torch.randint(low, high, (batch,), generator=self.generator)
 
-    def sample_t(self) -> int:
-        """SDS/DDS/CDS timestep: U{int(T lo), ..., int(T hi) - 2} (the official randint(lo, hi - 1))."""
+    def sample_t(self, batch: int = 1) -> Tensor:
+        """SDS/DDS/CDS timesteps (batch,): U{int(T lo), ..., int(T hi) - 2} (the official randint(lo, hi - 1))."""
         num = self.den.alphas_cumprod.shape[0]
         lo, hi = self.config.t_range
-        return self._randint(int(num * lo), int(num * hi) - 1)
+        return self._randint(int(num * lo), int(num * hi) - 1, batch)
 
     def pds_grid(self) -> Tensor:
         """Increasing DDIM timestep grid of PDS (the prior's scheduler spacing when it has one)."""
@@ -149,14 +150,14 @@ class ScoreDistiller:
                 self._pds_grid = torch.arange(n) * (num // n)
         return self._pds_grid
 
-    def sample_pds_t(self) -> tuple[int, int]:
-        """PDS (t, t_prev) on the DDIM grid, index in [max(1, n lo), n hi) as the official code."""
+    def sample_pds_t(self, batch: int = 1) -> tuple[Tensor, Tensor]:
+        """PDS (t, t_prev), each (batch,), on the DDIM grid; index in [max(1, n lo), n hi) as the official code."""
         grid = self.pds_grid()
         n = grid.shape[0]
         lo, hi = self.config.pds.t_range
         min_idx = max(1, int(n * lo))
-        idx = self._randint(min_idx, max(int(n * hi), min_idx + 1))
-        return int(grid[idx]), int(grid[idx - 1])
+        idx = self._randint(min_idx, max(int(n * hi), min_idx + 1), batch)
+        return grid[idx], grid[idx - 1]
 
     # ---------------------------------------------------------------- step
     def step(self, z_trg: Tensor, z_src: Tensor, cond_trg: Tensor, cond_src: Tensor) -> StepOutput:
@@ -164,12 +165,16 @@ class ScoreDistiller:
         cfg = self.config
         z_src = z_src.detach()
         diag: dict[str, float | int | list[float] | None] = {}
+        batch = z_src.shape[0]
         if cfg.method == "pds":
-            t, t_prev = self.sample_pds_t()
-            diag["t_prev"] = t_prev
+            t, t_prev = self.sample_pds_t(batch)
+            diag["t_prev"] = int(t_prev[0])
         else:
-            t, t_prev = self.sample_t(), -1
-        diag["t"] = t
+            t, t_prev = self.sample_t(batch), None
+        t = t.to(z_src.device)
+        diag["t"] = int(t[0])
+        if batch > 1:
+            diag["t_all"] = t.tolist()
         eps = self._randn(z_src)
         eps_prev = self._randn(z_src) if cfg.method == "pds" else None
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ids_nerf.errors import PriorLoadError, UserInputError
-from ids_nerf.guidance.denoiser import cfg_combine
+from ids_nerf.guidance.denoiser import cfg_combine, per_sample
 
 logger = logging.getLogger(__name__)
 
@@ -202,12 +202,13 @@ class DiffusionPrior:
     def eps(self, z_t: Tensor, t: Tensor | int, cond: Tensor, guidance_scale: float) -> Tensor:
         """Classifier-free-guided noise prediction ``uncond + w * (cond - uncond)`` for a batch.
 
-        ``cond`` holds one text embedding per batch element (B, L, D) or one for all (1, L, D). Both CFG branches
+        ``t`` is one timestep for all or one per element (B,); ``cond`` holds one text embedding per batch element
+        (B, L, D) or one for all (1, L, D). Both CFG branches
         of every element go through the UNet in a single batched call. Differentiable w.r.t. ``z_t``.
         """
         batch = z_t.shape[0]
         cond = cond.expand(batch, -1, -1) if cond.shape[0] == 1 else cond
-        t_batch = torch.as_tensor(t, device=self.device).reshape(-1).expand(batch)
+        t_batch = per_sample(t, batch).to(self.device)
         if guidance_scale == 1.0:
             return self._predict_eps(z_t, t_batch, cond)
         uncond = self.text_embeddings("").expand(batch, -1, -1)

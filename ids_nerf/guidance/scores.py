@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ids_nerf.guidance.denoiser import Denoiser, add_noise, alpha_sigma, tweedie_x0
+from ids_nerf.guidance.denoiser import Denoiser, add_noise, alpha_sigma, repeat_t, tweedie_x0
 
 
 @dataclass
@@ -71,7 +71,7 @@ def dds(
     z_t_trg = target_noisy_latent(den.alphas_cumprod, z_t_src, z_src, z_trg.detach(), t)
     cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
     with torch.no_grad():
-        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), t, cond, guidance_scale).chunk(2)
+        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), repeat_t(t, 2), cond, guidance_scale).chunk(2)
     return ScoreResult(grad=torch.nan_to_num(e_trg - e_src), eps_src=e_src)
 
 
@@ -80,8 +80,8 @@ def pds(
     z_trg: Tensor,
     z_src: Tensor,
     z_t_src: Tensor,
-    t: int,
-    t_prev: int,
+    t: Tensor | int,
+    t_prev: Tensor | int,
     eps_prev: Tensor,
     cond_src: Tensor,
     cond_trg: Tensor,
@@ -95,9 +95,12 @@ def pds(
     ``x_{t'}`` of each branch uses ``eps_prev`` (shared), the ``x_t`` branches the shared/guided noise of ``z_t_src``.
     """
     acp = den.alphas_cumprod
-    a_t, a_prev = acp[t], acp[t_prev]
+    shape = (-1, *([1] * (z_trg.dim() - 1)))
+    t = torch.as_tensor(t, device=acp.device).long()
+    t_prev = torch.as_tensor(t_prev, device=acp.device).long()
+    a_t, a_prev = acp[t].reshape(shape), acp[t_prev].reshape(shape)
     if posterior == "official":
-        alpha_step = acp[t] / acp[t - 1] if t > 0 else acp[0]
+        alpha_step = a_t / acp[(t - 1).clamp_min(0)].reshape(shape)
     elif posterior == "exact":
         alpha_step = a_t / a_prev
     else:
@@ -111,7 +114,7 @@ def pds(
     z_t_trg = target_noisy_latent(acp, z_t_src, z_src, z_trg.detach(), t)
     cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
     with torch.no_grad():
-        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), t, cond, guidance_scale).chunk(2)
+        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), repeat_t(t, 2), cond, guidance_scale).chunk(2)
 
     def posterior_noise(x0: Tensor, x_t: Tensor, e: Tensor) -> Tensor:
         x_prev = add_noise(acp, x0, eps_prev, t_prev)
@@ -148,7 +151,8 @@ def attention_patch_nce(
     """CDS's contrastive term over self-attention features: for each layer and patch size, average-pool to patches,
     L2-normalise channels, draw ``n_patches`` random locations (shared by both branches) and apply PatchNCE.
 
-    Features are (B, h*w, C) with h/w = the latent's aspect ratio; only the first batch element is used (as CDS).
+    Features are (B, h*w, C) with h/w = the latent's aspect ratio; the loss is summed over batch elements, each
+    compared with its own reference (for B = 1 this is the official CDS loss).
     """
     total = torch.zeros((), device=trg_feats[0].device)
     lat_h, lat_w = latent_hw
@@ -156,15 +160,16 @@ def attention_patch_nce(
         hw, channels = ref.shape[1], ref.shape[2]
         h = round((hw * lat_h / lat_w) ** 0.5)
         w = hw // h
-        ref_map = ref[:1].float().reshape(1, h, w, channels).permute(0, 3, 1, 2)
-        trg_map = trg[:1].float().reshape(1, h, w, channels).permute(0, 3, 1, 2)
+        ref_map = ref.float().reshape(-1, h, w, channels).permute(0, 3, 1, 2)
+        trg_map = trg.float().reshape(-1, h, w, channels).permute(0, 3, 1, 2)
         for ps in patch_sizes:
             if ps > 1:
                 ref_p, trg_p = F.avg_pool2d(ref_map, ps), F.avg_pool2d(trg_map, ps)
             else:
                 ref_p, trg_p = ref_map, trg_map
-            ref_p = F.normalize(ref_p, dim=1).flatten(2)[0].t()
-            trg_p = F.normalize(trg_p, dim=1).flatten(2)[0].t()
-            ids = torch.randperm(ref_p.shape[0], generator=generator)[:n_patches].to(ref_p.device)
-            total = total + patch_nce(ref_p[ids], trg_p[ids], temperature)
+            ref_p = F.normalize(ref_p, dim=1).flatten(2).transpose(1, 2)
+            trg_p = F.normalize(trg_p, dim=1).flatten(2).transpose(1, 2)
+            for b in range(ref_p.shape[0]):
+                ids = torch.randperm(ref_p.shape[1], generator=generator)[:n_patches].to(ref_p.device)
+                total = total + patch_nce(ref_p[b, ids], trg_p[b, ids], temperature)
     return total

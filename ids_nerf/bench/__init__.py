@@ -1,0 +1,1 @@
+"""Benchmarks: identity preservation (ids-bench-identity) and speed (ids-bench-speed)."""

@@ -1,0 +1,343 @@
+"""``ids-bench-identity``: does IDS preserve identity better than DDS? Measured on a fixed, seeded suite of edits.
+
+The suite: single-object toy scenes with three kinds of edit, each phrased by substituting words in the caption:
+colour ("a red sphere" -> "a blue sphere"), shape ("sphere" -> "cube") and background ("checkered floor" ->
+"wooden floor"). Every method edits every source image with the 2D editor (the same ScoreDistiller as the NeRF
+pipeline), with the official settings (200 SGD steps, lr 0.1, CFG 7.5 / PDS 100, FPR N = 3, lambda = 1).
+
+Per edit and method:
+- ``success``: the analytic detector sees the target attribute (dominant colour / shape class / floor type);
+- ``iou``: IoU of the object masks (pixels of any object colour) of source and edit, the analogue of the IDS
+  paper's Cat-to-Others IoU (the object may change, its silhouette and pose should not);
+- ``bg_psnr``: background PSNR exactly as the IDS supplementary: residual std in a 30x30 window, mask = std below
+  its mean, PSNR(M * src, M * edit) over the whole image (:func:`ids_nerf.eval.identity.background_psnr`);
+- ``ssim_untouched``: mean SSIM between source and edit over the region the edit should not touch (outside the
+  dilated object masks for colour/shape edits, the object itself for background edits).
+
+Reported: mean and 95% bootstrap interval per method, a Markdown and JSON table, a PNG grid (source | each method)
+and the FPR loss diagnostics of the FPR methods.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+from tqdm.auto import tqdm
+
+from ids_nerf.errors import UserError, UserInputError
+
+EditKind = Literal["color", "shape", "background"]
+FLOOR_SWAP = {"checkered": "wooden", "wooden": "checkered"}
+
+
+@dataclass
+class EditCase:
+    """One edit of the suite."""
+
+    kind: EditKind
+    """color, shape or background."""
+    src_prompt: str
+    """Caption of the source image."""
+    trg_prompt: str
+    """Caption with the edited attribute substituted."""
+    target: str
+    """The attribute the edit should produce (colour name, shape name or floor type)."""
+    image: np.ndarray = field(repr=False)
+    """Source image, uint8 (H, W, 3)."""
+
+
+def build_suite(n_per_kind: int = 20, size: int = 64, seed: int = 0) -> list[EditCase]:
+    """The fixed, seeded suite: ``n_per_kind`` colour, shape and background edits of single-object scenes."""
+    from ids_nerf.toy import detectors
+    from ids_nerf.toy.scenes import COLORS, SHAPES, caption, render, sample_camera_for_scene, sample_scene, to_uint8
+
+    rng = np.random.default_rng(seed)
+    colors, cases = list(COLORS), []
+    for kind in ("color", "shape", "background"):
+        made = 0
+        while made < n_per_kind:
+            scene = sample_scene(rng, n_objects=1)
+            obj = scene.objects[0]
+            image = to_uint8(render(scene, sample_camera_for_scene(rng, scene, size, size)).rgb)
+            if detectors.object_mask(image).mean() < 0.02:  # object (nearly) out of view: not a usable source
+                continue
+            src = caption(scene)
+            if kind == "color":
+                target = str(rng.choice([c for c in colors if c != obj.color]))
+                trg = src.replace(f"{obj.color} {obj.shape}", f"{target} {obj.shape}")  # articles fixed below
+            elif kind == "shape":
+                target = str(rng.choice([s for s in SHAPES if s != obj.shape]))
+                trg = src.replace(f"{obj.color} {obj.shape}", f"{obj.color} {target}")
+            else:
+                target = FLOOR_SWAP[scene.floor]
+                trg = src.replace(f"{scene.floor} floor", f"{target} floor")
+            cases.append(EditCase(kind=kind, src_prompt=src, trg_prompt=_article(trg), target=target, image=image))
+            made += 1
+    return cases
+
+
+def _article(text: str) -> str:
+    """Fix "a"/"an" before colour words after a substitution."""
+    words = text.split(" ")
+    for i in range(len(words) - 1):
+        if words[i] in ("a", "an"):
+            words[i] = "an" if words[i + 1][0] in "aeiou" else "a"
+    return " ".join(words)
+
+
+# ----------------------------------------------------------------------------------------------- editing
+def edit_batch(prior, cases: list[EditCase], preset: str, steps: int, lr: float, seed: int) -> tuple[np.ndarray, list]:
+    """Edit all ``cases`` with ``preset`` as one batch (per-sample timesteps); returns uint8 edits and histories."""
+    from ids_nerf.guidance.distiller import ScoreDistiller, guidance_from_preset
+    from ids_nerf.image.editor import OptimConfig, edit_latent
+
+    res = prior.resolution
+    images = torch.stack([torch.from_numpy(c.image).permute(2, 0, 1).float() / 255 for c in cases])
+    if images.shape[-1] != res:
+        images = torch.nn.functional.interpolate(images, size=(res, res), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        z_src = prior.encode(images.to(prior.device))
+    cond_src = torch.cat([prior.text_embeddings(c.src_prompt) for c in cases])
+    cond_trg = torch.cat([prior.text_embeddings(c.trg_prompt) for c in cases])
+    distiller = ScoreDistiller(prior, guidance_from_preset(preset), seed=seed)
+    result = edit_latent(distiller, z_src, cond_src, cond_trg, OptimConfig(steps=steps, lr=lr), progress=False)
+    with torch.no_grad():
+        out = prior.decode(result.latent)
+    size = cases[0].image.shape[0]
+    if out.shape[-1] != size:
+        out = torch.nn.functional.interpolate(out, size=(size, size), mode="bilinear", antialias=True)
+    arr = (out.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return arr, result.history
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return (torch.nn.functional.max_pool2d(t, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0).numpy()
+
+
+def edit_metrics(case: EditCase, edit: np.ndarray, bg_window: int) -> dict[str, float]:
+    """success, iou, bg_psnr, ssim_untouched of one edit (see the module docstring)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    from ids_nerf.eval.identity import background_psnr, mask_iou
+    from ids_nerf.toy import detectors
+
+    src_mask, edit_mask = detectors.object_mask(case.image), detectors.object_mask(edit)
+    if case.kind == "color":
+        success = detectors.dominant_color(edit) == case.target
+    elif case.kind == "shape":
+        success = detectors.shape_class(edit) == case.target
+    else:
+        success = detectors.floor_type(edit, edit_mask) == case.target
+    src_f, edit_f = case.image.astype(np.float64) / 255, edit.astype(np.float64) / 255
+    bg = background_psnr(src_f, edit_f, window=bg_window, threshold="mean", average="image")
+    objects = _dilate(src_mask | edit_mask, 2)
+    untouched = objects if case.kind == "background" else ~objects
+    _, ssim_map = ssim(
+        torch.from_numpy(edit_f).permute(2, 0, 1)[None],
+        torch.from_numpy(src_f).permute(2, 0, 1)[None],
+        data_range=1.0,
+        return_full_image=True,
+    )
+    ssim_px = ssim_map[0].mean(0).numpy()
+    ssim_untouched = float(ssim_px[untouched].mean()) if untouched.any() else float("nan")
+    return {
+        "success": float(success),
+        "iou": mask_iou(src_mask, edit_mask),
+        "bg_psnr": bg.psnr,
+        "ssim_untouched": ssim_untouched,
+    }
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Mean and percentile 95% bootstrap interval (NaNs dropped)."""
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+@dataclass
+class IdentityBenchConfig:
+    """Identity-preservation benchmark of the score methods on the toy world."""
+
+    out: Path = Path("outputs/bench-identity")
+    """Output folder: results.json, results.md, grid.png."""
+    prior: str = "toy"
+    """Diffusion prior (the bundled toy model by default)."""
+    methods: tuple[str, ...] = ("sds", "dds", "cds", "pds", "ids", "pds-fpr")
+    """Methods (presets) to compare."""
+    n_per_kind: int = 20
+    """Edits per kind (colour, shape, background): 20 gives the 60-edit suite."""
+    steps: int = 200
+    """Editing steps per edit (official: 200)."""
+    lr: float = 0.1
+    """SGD learning rate on the latent (official: 0.1)."""
+    batch_size: int = 30
+    """Edits optimised together in one batch (per-sample timesteps and noises)."""
+    seed: int = 0
+    """Seed of the suite and of every method's random draws."""
+    bg_window: int = 30
+    """Background-PSNR window (IDS supplementary: 30)."""
+    n_bootstrap: int = 2000
+    """Bootstrap resamples of the 95% intervals."""
+    grid_edits: int = 6
+    """Edits shown in grid.png (evenly over the three kinds)."""
+    device: str = "auto"
+    """Device of the prior."""
+    overwrite: bool = False
+    """Replace the results of an earlier run in --out."""
+
+
+def run(cfg: IdentityBenchConfig) -> dict:
+    """Run the benchmark; returns the summary written to results.json."""
+    from ids_nerf.guidance.distiller import PRESETS
+    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+
+    unknown = [m for m in cfg.methods if m not in PRESETS]
+    if unknown:
+        raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(PRESETS)}.")
+    if (cfg.out / "results.json").exists() and not cfg.overwrite:
+        raise UserInputError(f"{cfg.out / 'results.json'} exists; pass --overwrite or another --out.")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    prior = DiffusionPrior(PriorConfig(model=cfg.prior, device=cfg.device))
+    cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
+    edits: dict[str, np.ndarray] = {}
+    rows: dict[str, list[dict]] = {}
+    timing: dict[str, float] = {}
+    fpr_diag: dict[str, dict[str, float]] = {}
+    for method in tqdm(cfg.methods, desc="methods"):
+        t0 = time.perf_counter()
+        parts, histories = [], []
+        for start in range(0, len(cases), cfg.batch_size):
+            arr, hist = edit_batch(
+                prior, cases[start : start + cfg.batch_size], method, cfg.steps, cfg.lr, cfg.seed + start
+            )
+            parts.append(arr)
+            histories.extend(hist)
+        edits[method] = np.concatenate(parts)
+        timing[method] = time.perf_counter() - t0
+        rows[method] = [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[method], strict=True)]
+        first = [h["fpr_losses"][0] for h in histories if h.get("fpr_losses")]
+        final = [h["fpr_loss_final"] for h in histories if h.get("fpr_loss_final") is not None]
+        if first:
+            fpr_diag[method] = {
+                "fpr_loss_first_mean": float(np.mean(first)),
+                "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
+            }
+    summary = summarize(cases, rows, cfg)
+    result = {
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "n_edits": len(cases),
+        "seconds_per_method": timing,
+        "fpr_diagnostics": fpr_diag,
+        "summary": summary,
+        "edits": [
+            {
+                "kind": c.kind,
+                "src_prompt": c.src_prompt,
+                "trg_prompt": c.trg_prompt,
+                **{m: rows[m][i] for m in cfg.methods},
+            }
+            for i, c in enumerate(cases)
+        ],
+    }
+    (cfg.out / "results.json").write_text(json.dumps(result, indent=1))
+    (cfg.out / "results.md").write_text(markdown_table(summary, cfg.methods, len(cases)))
+    write_grid(cases, edits, cfg.methods, cfg.grid_edits, cfg.out / "grid.png")
+    return result
+
+
+def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:
+    """Mean and 95% bootstrap interval of each metric, per method, over all edits and per kind."""
+    rng = np.random.default_rng(cfg.seed)
+    out: dict[str, dict] = {}
+    for method, metrics in rows.items():
+        out[method] = {}
+        for kind in ("all", "color", "shape", "background"):
+            idx = [i for i, c in enumerate(cases) if kind == "all" or c.kind == kind]
+            out[method][kind] = {
+                name: bootstrap_ci(np.array([metrics[i][name] for i in idx], dtype=float), cfg.n_bootstrap, rng)
+                for name in ("success", "iou", "bg_psnr", "ssim_untouched")
+            }
+    return out
+
+
+def markdown_table(summary: dict, methods: tuple[str, ...], n: int) -> str:
+    """Mean [95% CI] per method and metric over all edits, then success per kind."""
+    lines = [
+        f"Identity benchmark, {n} edits (mean [95% bootstrap CI]).",
+        "",
+        "| method | success | object IoU | background PSNR (dB) | SSIM untouched |",
+        "|---|---|---|---|---|",
+    ]
+    for m in methods:
+        s = summary[m]["all"]
+        lines.append(
+            f"| {m} | " + " | ".join(_fmt(s[k]) for k in ("success", "iou", "bg_psnr", "ssim_untouched")) + " |"
+        )
+    lines += ["", "| method | success colour | success shape | success background |", "|---|---|---|---|"]
+    for m in methods:
+        lines.append(
+            f"| {m} | " + " | ".join(_fmt(summary[m][k]["success"]) for k in ("color", "shape", "background")) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(ci: tuple[float, float, float]) -> str:
+    mean, lo, hi = ci
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if abs(mean) < 10 else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def write_grid(
+    cases: list[EditCase], edits: dict[str, np.ndarray], methods: tuple[str, ...], n: int, path: Path
+) -> None:
+    """PNG grid: one row per shown edit, columns source | each method, with a header row of names."""
+    from PIL import Image, ImageDraw
+
+    kinds = ("color", "shape", "background")
+    shown = [next(i for i, c in enumerate(cases) if c.kind == k) + j for j in range(max(1, n // 3)) for k in kinds]
+    shown = [i for i in shown if i < len(cases)][:n]
+    size = cases[0].image.shape[0]
+    scale = max(1, 128 // size)
+    cell = size * scale
+    header, label_w = 14, 230
+    grid = Image.new("RGB", (label_w + cell * (1 + len(methods)), header + cell * len(shown)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for j, name in enumerate(("source", *methods)):
+        draw.text((label_w + j * cell + 3, 1), name, fill=(0, 0, 0))
+    for r, i in enumerate(shown):
+        y = header + r * cell
+        draw.text((3, y + 3), cases[i].src_prompt, fill=(0, 0, 0))
+        draw.text((3, y + 16), "-> " + cases[i].trg_prompt, fill=(0, 0, 120))
+        for j, img in enumerate([cases[i].image] + [edits[m][i] for m in methods]):
+            grid.paste(Image.fromarray(img).resize((cell, cell), Image.Resampling.NEAREST), (label_w + j * cell, y))
+    grid.save(path)
+
+
+def entrypoint() -> None:
+    """Console entry point."""
+    cfg = tyro.cli(IdentityBenchConfig, description=__doc__)
+    try:
+        result = run(cfg)
+    except UserError as err:
+        print(f"ids-bench-identity: error: {err}")
+        raise SystemExit(2) from None
+    print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
+    print("seconds per method:", {k: round(v, 1) for k, v in result["seconds_per_method"].items()})
+    print("FPR diagnostics:", result["fpr_diagnostics"])
+    print(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'results.md'}, {cfg.out / 'grid.png'}")
+
+
+if __name__ == "__main__":
+    entrypoint()

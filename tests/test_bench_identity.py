@@ -1,0 +1,69 @@
+"""ids-bench-identity: the suite, the metrics on constructed edits, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ids_nerf.bench.identity import IdentityBenchConfig, bootstrap_ci, build_suite, edit_metrics, run
+from ids_nerf.errors import UserInputError
+from ids_nerf.toy import detectors
+
+
+def test_suite_is_seeded_and_phrased_by_substitution():
+    a, b = build_suite(4, size=64, seed=3), build_suite(4, size=64, seed=3)
+    assert [c.trg_prompt for c in a] == [c.trg_prompt for c in b]
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert [c.kind for c in a] == ["color"] * 4 + ["shape"] * 4 + ["background"] * 4
+    for c in a:
+        assert c.src_prompt != c.trg_prompt and c.target in c.trg_prompt
+        assert c.src_prompt.split(" ")[-1] == "floor" and " a a" not in c.trg_prompt
+        assert not any(f"a {v}" in c.trg_prompt for v in ("orange",))  # "an orange"
+    assert len(build_suite(20, size=32, seed=0)) == 60
+
+
+def test_metrics_of_identity_and_of_a_perfect_colour_edit():
+    case = next(c for c in build_suite(2, size=64, seed=1) if c.kind == "color")
+    same = edit_metrics(case, case.image, bg_window=30)
+    assert same["iou"] == 1.0 and same["bg_psnr"] == pytest.approx(100.0) and same["ssim_untouched"] > 0.999
+    assert same["success"] == 0.0  # nothing was edited
+    # paint the object pixels in the target colour: success, silhouette kept
+    edit = case.image.copy()
+    from ids_nerf.toy.scenes import COLORS
+
+    mask = detectors.object_mask(case.image)
+    shade = case.image[mask].astype(float).max(axis=1, keepdims=True) / 255
+    edit[mask] = (np.array(COLORS[case.target]) * 255 * shade).clip(0, 255).astype(np.uint8)
+    painted = edit_metrics(case, edit, bg_window=30)
+    assert painted["success"] == 1.0 and painted["iou"] > 0.8 and painted["ssim_untouched"] > 0.95
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    rng = np.random.default_rng(0)
+    mean, lo, hi = bootstrap_ci(rng.normal(5.0, 1.0, 200), 1000, rng)
+    assert lo < mean < hi and hi - lo < 0.5 and abs(mean - 5.0) < 0.2
+
+
+def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
+    cfg = IdentityBenchConfig(
+        out=tmp_path / "b",
+        prior=str(tiny_prior_dir),
+        methods=("dds", "ids"),
+        n_per_kind=1,
+        steps=1,
+        n_bootstrap=50,
+        grid_edits=3,
+        device="cpu",
+    )
+    result = run(cfg)
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert saved["n_edits"] == 3 and set(saved["summary"]) == {"dds", "ids"}
+    assert "ids" in saved["fpr_diagnostics"] and "dds" not in saved["fpr_diagnostics"]
+    assert "| ids |" in (tmp_path / "b" / "results.md").read_text()
+    assert (tmp_path / "b" / "grid.png").is_file() and result["n_edits"] == 3
+    with pytest.raises(UserInputError, match="exists"):
+        run(cfg)
+    with pytest.raises(UserInputError, match="unknown"):
+        run(IdentityBenchConfig(out=tmp_path / "c", methods=("foo",)))
