@@ -128,3 +128,24 @@ def test_metrics_are_zero_at_equality_and_positive_otherwise():
     y = x + 1.0
     assert float(fpr_distance(y, x, "norm")) == pytest.approx(2 * (4 * 16 * 16) ** 0.5, rel=1e-6)
     assert float(fpr_distance(y, x, "mse")) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_jacobian_free_variant_equals_exact_for_a_score_independent_of_z():
+    """With A = 0 the predictor ignores z_t, so the Jacobian-free step is the exact step."""
+    den = LinearDenoiser(dim=18, seed=5)
+    den.A_c = torch.zeros(18, 18, dtype=torch.float64)
+    den.A_u = torch.zeros(18, 18, dtype=torch.float64)
+    z_src, eps, cond = _inputs(seed=6)
+    for wrt in ("z_t", "eps"):
+        exact = fixed_point_regularization(den, z_src, cond, 400, eps, FPRConfig(iterations=3, wrt=wrt))
+        free = fixed_point_regularization(den, z_src, cond, 400, eps, FPRConfig(iterations=3, wrt=wrt, jacobian="free"))
+        torch.testing.assert_close(free.z_t, exact.z_t)
+        torch.testing.assert_close(free.eps, exact.eps)
+
+
+def test_jacobian_free_variant_lowers_the_loss_on_tiny_unet(tiny_prior):
+    g = torch.Generator().manual_seed(2)
+    z_src, eps = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    cond = tiny_prior.text_embeddings("a red cube")
+    out = fixed_point_regularization(tiny_prior, z_src, cond, 500, eps, FPRConfig(iterations=4, jacobian="free"))
+    assert out.losses[-1] < out.losses[0]

@@ -201,12 +201,12 @@ class IdentityBenchConfig:
 
 def run(cfg: IdentityBenchConfig) -> dict:
     """Run the benchmark; returns the summary written to results.json."""
-    from ids_nerf.guidance.distiller import PRESETS
+    from ids_nerf.guidance.distiller import preset_names
     from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
 
-    unknown = [m for m in cfg.methods if m not in PRESETS]
+    unknown = [m for m in cfg.methods if m not in preset_names()]
     if unknown:
-        raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(PRESETS)}.")
+        raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(preset_names())}.")
     if (cfg.out / "results.json").exists() and not cfg.overwrite:
         raise UserInputError(f"{cfg.out / 'results.json'} exists; pass --overwrite or another --out.")
     cfg.out.mkdir(parents=True, exist_ok=True)

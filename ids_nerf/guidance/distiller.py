@@ -82,17 +82,25 @@ class GuidanceConfig:
     @property
     def name(self) -> str:
         """Preset name of this configuration (``ids`` for dds + FPR)."""
+        suffix = "-jf" if self.fpr.enabled and self.fpr.jacobian == "free" else ""
         if self.method == "dds" and self.fpr.enabled:
-            return "ids"
-        return f"{self.method}-fpr" if self.fpr.enabled else self.method
+            return "ids" + suffix
+        return (f"{self.method}-fpr" + suffix) if self.fpr.enabled else self.method
+
+
+def preset_names() -> list[str]:
+    """Every accepted preset name; a ``-jf`` suffix on an FPR preset selects the Jacobian-free FPR variant."""
+    return [*PRESETS, *(f"{name}-jf" for name, (_, fpr) in PRESETS.items() if fpr)]
 
 
 def guidance_from_preset(name: str) -> GuidanceConfig:
-    """GuidanceConfig for a preset name: sds, dds, cds, pds, ids (= dds-fpr), sds-fpr, cds-fpr, pds-fpr."""
-    if name not in PRESETS:
-        raise UserInputError(f"Unknown method {name!r}; choose one of: {', '.join(PRESETS)}.")
-    method, use_fpr = PRESETS[name]
-    return GuidanceConfig(method=method, fpr=FPRConfig(enabled=use_fpr))  # type: ignore[arg-type]
+    """GuidanceConfig for a preset name: sds, dds, cds, pds, ids (= dds-fpr), sds-fpr, cds-fpr, pds-fpr, and the
+    opt-in Jacobian-free FPR variants ids-jf, pds-fpr-jf, ..."""
+    if name not in preset_names():
+        raise UserInputError(f"Unknown method {name!r}; choose one of: {', '.join(preset_names())}.")
+    method, use_fpr = PRESETS[name.removesuffix("-jf")]
+    jacobian = "free" if name.endswith("-jf") else "exact"
+    return GuidanceConfig(method=method, fpr=FPRConfig(enabled=use_fpr, jacobian=jacobian))  # type: ignore[arg-type]
 
 
 @dataclass

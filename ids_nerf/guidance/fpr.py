@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ids_nerf.guidance.denoiser import Denoiser, add_noise, implied_noise, tweedie_x0
+from ids_nerf.guidance.denoiser import Denoiser, add_noise, alpha_sigma, implied_noise, tweedie_x0
 
 FPRMetric = Literal["norm", "mse", "l1", "ssim"]
 
@@ -41,6 +41,9 @@ class FPRConfig:
     """Variable refined by the fixed-point steps: the noisy latent `z_t` (paper, default) or the noise `eps`."""
     guidance_scale: float = 7.5
     """Classifier-free guidance scale of the source score inside FPR (official code: 7.5)."""
+    jacobian: Literal["exact", "free"] = "exact"
+    """`exact` (paper): the gradient flows through the UNet. `free` (opt-in, cheaper): treat the score as constant
+    in each step (d eps / d z_t = 0), so an iteration costs one forward and no UNet backward."""
 
 
 @dataclass
@@ -94,6 +97,10 @@ def fixed_point_regularization(
     current_eps = eps.detach()
     losses: list[float] = []
     for _ in range(config.iterations):
+        if config.jacobian == "free":
+            z_t, current_eps, loss_value = _jacobian_free_step(denoiser, z_src, cond_src, t, z_t, config)
+            losses.append(loss_value)
+            continue
         with torch.enable_grad():
             if config.wrt == "z_t":
                 var = z_t.detach().requires_grad_(True)
@@ -114,3 +121,24 @@ def fixed_point_regularization(
             current_eps = (var - config.scale * grad).detach()
             z_t = add_noise(acp, z_src, current_eps, t)
     return FPRResult(z_t=z_t, eps=current_eps, losses=losses)
+
+
+def _jacobian_free_step(
+    denoiser: Denoiser, z_src: Tensor, cond_src: Tensor, t: Tensor | int, z_t: Tensor, config: FPRConfig
+) -> tuple[Tensor, Tensor, float]:
+    """One FPR step with the score held constant: dL/dz_t = dL/dz0_hat / sqrt(a_t) (and x sqrt(1-a_t) for eps)."""
+    acp = denoiser.alphas_cumprod
+    with torch.no_grad():
+        e = denoiser.eps(z_t, t, cond_src, config.guidance_scale)
+    with torch.enable_grad():
+        x0 = tweedie_x0(acp, z_t, e, t).requires_grad_(True)
+        loss = fpr_distance(x0, z_src, config.metric)
+        (g0,) = torch.autograd.grad(loss, x0)
+    sa, so = alpha_sigma(acp, t, z_t)
+    if config.wrt == "z_t":
+        z_t = (z_t - config.scale * g0 / sa).detach()
+        eps = implied_noise(acp, z_t, z_src, t)
+    else:
+        eps = (implied_noise(acp, z_t, z_src, t) - config.scale * g0 * so / sa).detach()
+        z_t = add_noise(acp, z_src, eps, t)
+    return z_t, eps, float(loss.detach())

@@ -124,13 +124,20 @@ class DiffusionPrior:
     Implements the :class:`ids_nerf.guidance.denoiser.Denoiser` protocol used by the score functions.
     """
 
-    def __init__(self, config: PriorConfig) -> None:
+    def __init__(self, config: PriorConfig, components: dict | None = None) -> None:
+        """Load ``config.model``, or use in-memory ``components`` (tokenizer, text_encoder, vae, unet, scheduler)."""
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         #: Latents and images handed to callers are float32 (float64 for a float64 prior).
         self.latent_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        self._load()
+        if components is None:
+            self._load()
+        else:
+            self.tokenizer, self.text_encoder = components["tokenizer"], components["text_encoder"]
+            self.vae, self.unet = components["vae"].to(self.dtype), components["unet"].to(self.dtype)
+            self.scheduler = components["scheduler"]
+        self._setup()
         self._text_cache: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ loading
@@ -152,6 +159,7 @@ class DiffusionPrior:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise PriorLoadError(_offline_help(self.config.model, reason)) from None
 
+    def _setup(self) -> None:
         for module in (self.text_encoder, self.vae, self.unet):
             module.requires_grad_(False)
             module.eval()

@@ -17,11 +17,11 @@ from typing import Literal
 import tyro
 
 from ids_nerf.errors import UserError, UserInputError
-from ids_nerf.guidance.distiller import PRESETS, CDSConfig, GuidanceConfig, PDSConfig
+from ids_nerf.guidance.distiller import CDSConfig, GuidanceConfig, PDSConfig, guidance_from_preset
 from ids_nerf.guidance.fpr import FPRConfig
 from ids_nerf.image.io import check_output_path, load_image, save_trajectory, to_pil, to_tensor
 
-MethodName = Literal["ids", "dds", "sds", "cds", "pds", "pds-fpr", "sds-fpr", "cds-fpr", "dds-fpr"]
+MethodName = Literal["ids", "dds", "sds", "cds", "pds", "pds-fpr", "sds-fpr", "cds-fpr", "dds-fpr", "ids-jf"]
 
 
 @dataclass
@@ -37,7 +37,8 @@ class EditImageConfig:
     out: Path
     """Output image path (written at the input's size). Never overwritten unless --overwrite."""
     method: MethodName = "ids"
-    """Score method: ids (= dds + FPR, the paper's method), dds, sds, cds, pds, or any of them with FPR (*-fpr)."""
+    """Score method: ids (= dds + FPR, the paper's method), dds, sds, cds, pds, any of them with FPR (*-fpr), or
+    ids-jf (opt-in Jacobian-free FPR: cheaper, see `ids-bench-identity` for its identity metrics)."""
     steps: int = 200
     """Number of editing steps (official: 200)."""
     lr: float = 0.1
@@ -77,8 +78,10 @@ class EditImageConfig:
 
     def guidance(self) -> GuidanceConfig:
         """The GuidanceConfig these options describe."""
-        base, preset_fpr = PRESETS[self.method]
-        fpr = replace(self.fpr, enabled=self.fpr.enabled or preset_fpr)
+        preset = guidance_from_preset(self.method)
+        base, preset_fpr = preset.method, preset.fpr.enabled
+        fpr = replace(self.fpr, enabled=self.fpr.enabled or preset_fpr,
+                      jacobian=preset.fpr.jacobian if self.method.endswith("-jf") else self.fpr.jacobian)
         return GuidanceConfig(
             method=base,
             guidance_scale=self.guidance_scale,

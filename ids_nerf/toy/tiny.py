@@ -60,33 +60,42 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """Build the tiny pipeline with weights drawn from ``seed`` and ``save_pretrained`` it to ``out_dir``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def build_components(
+    unet_config: dict[str, Any],
+    vae_config: dict[str, Any],
+    text_config: dict[str, Any],
+    scheduler_config: dict[str, Any],
+    seed: int,
+    tokenizer_dir: str | Path,
+) -> dict[str, Any]:
+    """Random-weight SD-architecture components (weights drawn from ``seed``) with the offline CLIP tokenizer."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ids_nerf.toy.tokenizer import write_clip_tokenizer_files
 
-    out = Path(out_dir)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    vae = AutoencoderKL(**VAE_CONFIG)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-    tok_dir = write_clip_tokenizer_files(out / "_tokenizer_build")
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    scheduler = DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction_type})
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    return {
+        "unet": UNet2DConditionModel(**unet_config),
+        "vae": AutoencoderKL(**vae_config),
+        "text_encoder": CLIPTextModel(CLIPTextConfig(**text_config)),
+        "tokenizer": CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(tokenizer_dir)),
+        "scheduler": DDIMScheduler(**scheduler_config),
+    }
+
+
+def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
+    """Build the tiny pipeline with weights drawn from ``seed`` and ``save_pretrained`` it to ``out_dir``."""
+    import shutil
+
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(out_dir)
+    tok_dir = out / "_tokenizer_build"
+    parts = build_components(
+        UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, {**SCHEDULER_CONFIG, "prediction_type": prediction_type}, seed, tok_dir
     )
+    pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
+    shutil.rmtree(tok_dir)
     return out

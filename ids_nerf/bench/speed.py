@@ -1,0 +1,255 @@
+"""``ids-bench-speed``: seconds per editing step and per whole 2D edit of every method, side by side in one run.
+
+For each method: median and interquartile range of one editing step (guidance + backward + SGD update) after
+warm-up, the time of a whole edit, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's
+peak RSS so far, which only grows), FLOPs of one step counted by ``torch.utils.flop_counter`` and the achieved
+throughput (TFLOP/s, and the fraction of the device's dense bf16/fp16 peak on CUDA), and the ratio to ``dds``.
+``--reference`` also times the official formulation (:mod:`ids_nerf.bench.reference`) of dds and ids and reports
+the max abs difference of its gradient from ours for the same t and noise.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import tyro
+
+from ids_nerf.errors import UserError, UserInputError
+
+#: Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by substring of the CUDA device name.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12, "3090": 71e12}
+
+
+@dataclass
+class SpeedBenchConfig:
+    """Time guidance steps and whole edits of several methods on one prior."""
+
+    prior: str = "tiny"
+    """Prior: `tiny` (test model), `toy` (bundled), a hub id or a local folder. Ignored with --arch."""
+    arch: str | None = None
+    """Time an architecture with random weights instead of --prior: `sd-v1` (SD v1.4 from its public config)."""
+    methods: tuple[str, ...] = ("dds", "ids-n1", "ids", "sds", "cds", "pds", "pds-fpr")
+    """Methods (presets); `ids-nN` is ids with N FPR iterations (`ids` = N 3)."""
+    reference: bool = True
+    """Also time the official formulation of dds / ids (separate branch calls) and compare gradients."""
+    repeats: int = 10
+    """Timed steps per method (after warm-up)."""
+    warmup: int = 2
+    """Untimed steps per method."""
+    edit_steps: int = 200
+    """Steps of the whole-edit timing (0 = skip; on CPU with sd-v1 use 0)."""
+    device: str = "auto"
+    """Device of the prior."""
+    dtype: str = "auto"
+    """Prior dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."""
+    threads: int = 1
+    """torch CPU threads (1 gives stable timings on small VMs)."""
+    seed: int = 0
+    """Seed of the latents and of every distiller."""
+    out: Path | None = None
+    """Also write the results as JSON here."""
+
+
+def _preset(name: str):
+    from ids_nerf.guidance.distiller import guidance_from_preset
+
+    if name.startswith("ids-n"):
+        cfg = guidance_from_preset("ids")
+        cfg.fpr.iterations = int(name[len("ids-n") :])
+        return cfg
+    return guidance_from_preset(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB (Linux)
+
+
+def _flops(fn: Callable[[], None]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def load_prior(cfg: SpeedBenchConfig):
+    """The prior to time: loaded from --prior, or --arch built with random weights."""
+    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+
+    pcfg = PriorConfig(model=cfg.prior, device=cfg.device, dtype=cfg.dtype)
+    if cfg.arch is None:
+        return DiffusionPrior(pcfg)
+    from ids_nerf.bench.architectures import ARCHITECTURES, random_components
+
+    if cfg.arch not in ARCHITECTURES:
+        raise UserInputError(f"--arch {cfg.arch!r} is unknown; choose from {', '.join(ARCHITECTURES)}.")
+    return DiffusionPrior(pcfg, components=random_components(cfg.arch, cfg.seed))
+
+
+def run(cfg: SpeedBenchConfig) -> dict:
+    """Run the benchmark and return its table rows (also printed by the CLI)."""
+    from ids_nerf.bench.reference import reference_ids_grad
+    from ids_nerf.guidance import scores
+    from ids_nerf.guidance.distiller import ScoreDistiller, preset_names
+    from ids_nerf.guidance.fpr import fixed_point_regularization
+    from ids_nerf.image.editor import OptimConfig, edit_latent
+
+    for m in cfg.methods:
+        if m not in preset_names() and not m.startswith("ids-n"):
+            raise UserInputError(f"--methods: unknown {m!r}; choose from {', '.join(preset_names())} or ids-nN.")
+    torch.set_num_threads(cfg.threads)
+    prior = load_prior(cfg)
+    dev = prior.device
+    g = torch.Generator().manual_seed(cfg.seed)
+    shape = (1, *prior.latent_shape(prior.resolution, prior.resolution))
+    z_src = torch.randn(shape, generator=g).to(dev)
+    z_trg = z_src + 0.1 * torch.randn(shape, generator=g).to(dev)
+    c_src = prior.text_embeddings("a red sphere on a checkered floor")
+    c_trg = prior.text_embeddings("a blue sphere on a checkered floor")
+    peak = next((v for k, v in PEAK_FLOPS.items() if dev.type == "cuda" and k in torch.cuda.get_device_name(dev)), None)
+
+    rows = []
+
+    def record(name: str, step: Callable[[], None], edit: Callable[[], None] | None) -> None:
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        times = _timed(step, cfg.repeats, cfg.warmup, dev)
+        flops = _flops(step)
+        edit_s = None
+        if edit is not None and cfg.edit_steps > 0:
+            _sync(dev)
+            t0 = time.perf_counter()
+            edit()
+            _sync(dev)
+            edit_s = time.perf_counter() - t0
+        q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+        med = statistics.median(times)
+        rows.append(
+            {
+                "method": name,
+                "median_s": med,
+                "q1_s": q[0],
+                "q3_s": q[2],
+                "edit_s": edit_s,
+                "peak_mem_gb": _peak_memory_gb(dev),
+                "tflop_per_step": flops / 1e12,
+                "tflops": flops / med / 1e12,
+                "peak_fraction": (flops / med / peak) if peak else None,
+            }
+        )
+
+    for name in cfg.methods:
+        distiller = ScoreDistiller(prior, _preset(name), seed=cfg.seed)
+        record(
+            name,
+            lambda d=distiller: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=1), progress=False),
+            lambda d=distiller: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=cfg.edit_steps), progress=False),
+        )
+
+    check = {}
+    if cfg.reference:
+        t = torch.tensor([500], device=dev)
+        eps = torch.randn(shape, generator=g).to(dev)
+        for n in sorted({0, *[3 if m == "ids" else int(m[5:]) for m in cfg.methods if m.startswith("ids")]}):
+            label = "dds (reference)" if n == 0 else f"ids N={n} (reference)"
+            ref = lambda n=n: reference_ids_grad(prior, z_trg, z_src, c_src, c_trg, t, eps, iterations=n)  # noqa: E731
+            record(label, ref, None)
+            fpr_cfg = _preset("ids").fpr
+            fpr_cfg.iterations = n
+            ours_zt = fixed_point_regularization(prior, z_src, c_src, t, eps, fpr_cfg).z_t
+            ours = scores.dds(prior, z_trg, z_src, ours_zt, t, c_src, c_trg, 7.5).grad
+            check[label] = float((ours - ref()).abs().max())
+
+    base = next((r["median_s"] for r in rows if r["method"] == "dds"), rows[0]["median_s"])
+    for r in rows:
+        r["ratio_to_dds"] = r["median_s"] / base
+    info = {
+        "prior": cfg.arch or cfg.prior,
+        "latent": list(shape),
+        "device": str(dev),
+        "dtype": str(prior.dtype),
+        "threads": cfg.threads,
+        "torch": torch.__version__,
+        "repeats": cfg.repeats,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+    }
+    result = {
+        "info": info,
+        "rows": rows,
+        "reference_max_abs_diff": check,
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+    }
+    if cfg.out is not None:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def markdown(result: dict) -> str:
+    """The result as a Markdown table."""
+    i = result["info"]
+    lines = [
+        f"prior={i['prior']} latent={tuple(i['latent'])} device={i['device_name']} dtype={i['dtype']} "
+        f"threads={i['threads']} torch={i['torch']} repeats={i['repeats']}",
+        "",
+        "| method | median s/step | IQR | ratio to dds | s per edit | peak mem GB | TFLOP/step | TFLOP/s | of peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        edit = f"{r['edit_s']:.2f}" if r["edit_s"] is not None else "-"
+        frac = f"{100 * r['peak_fraction']:.1f}%" if r["peak_fraction"] is not None else "-"
+        lines.append(
+            f"| {r['method']} | {r['median_s']:.4f} | {r['q1_s']:.4f}-{r['q3_s']:.4f} | "
+            f"{r['ratio_to_dds']:.2f}x | {edit} | {r['peak_mem_gb']:.2f} | {r['tflop_per_step']:.4f} | "
+            f"{r['tflops']:.3f} | {frac} |"
+        )
+    if result["reference_max_abs_diff"]:
+        lines += [
+            "",
+            "max |grad ours - grad reference| (same t, noise): "
+            + ", ".join(f"{k}: {v:.2e}" for k, v in result["reference_max_abs_diff"].items()),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def entrypoint() -> None:
+    """Console entry point."""
+    cfg = tyro.cli(SpeedBenchConfig, description=__doc__)
+    try:
+        result = run(cfg)
+    except UserError as err:
+        print(f"ids-bench-speed: error: {err}")
+        raise SystemExit(2) from None
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    entrypoint()
