@@ -46,7 +46,10 @@ class NerfGuidanceConfig(GuidanceConfig):
     resolution: int | None = None
     """Long side of the rendered view in pixels; None = the prior's resolution (512 for SD 1.x)."""
     render_chunk_size: int = 4096
-    """Rays rendered at once (memory knob): the differentiable render never holds more than one chunk's graph."""
+    """Rays rendered at once (memory knob): the differentiable render never holds more than one chunk's graph; a
+    view with at most this many rays is rendered once, with grad."""
+    render_downscale: int = 1
+    """Render the view at 1/k of the prior's resolution and upsample it bilinearly before encoding (speed knob)."""
     view_repeat: int = 10
     """Editing steps spent on one training view before another is drawn (official PDS: 10)."""
     loss_scale: float = 1.0
@@ -96,14 +99,21 @@ class IDSEditPipeline(VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         # Plain attributes (not nn.Modules): nothing of the prior reaches state_dict() or checkpoints.
         self.__dict__["_prior"] = None
-        self.__dict__["_distiller"] = None
         self.__dict__["_src_latents"] = {}
-        self.__dict__["_view_generator"] = torch.Generator().manual_seed(config.guidance.derived_seed(0))
-        self.__dict__["_current_view"] = 0
+        self.reset_random_streams()
         self.__dict__["progress_dir"] = None
         self.__dict__["controls"] = EditControls(config.guidance)
         for name, element in self.controls.elements().items():
             setattr(self, name, element)
+
+    def reset_random_streams(self) -> None:
+        """Re-seed the view and guidance draws from the run's seed (a fresh run draws the same sequence)."""
+        self.__dict__["_distiller"] = None
+        self.__dict__["_view_generator"] = torch.Generator().manual_seed(self.config.guidance.derived_seed(0))
+        self.__dict__["_current_view"] = 0
+        camera_optimizer = getattr(self.model, "camera_optimizer", None)
+        if camera_optimizer is not None:  # poses of the source run stay fixed while editing
+            camera_optimizer.requires_grad_(False)
 
     # ----------------------------------------------------------------- lazy prior
     # Methods, not properties: nerfstudio's viewer getattr()s every public attribute of the pipeline.
@@ -162,54 +172,82 @@ class IDSEditPipeline(VanillaPipeline):
 
     # ----------------------------------------------------------------- editing step
     def edit_step(self, step: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """One editing step; accumulates gradients in the NeRF parameters. Returns (loss_dict, metrics_dict)."""
+        """One editing step; accumulates gradients in the NeRF parameters. Returns (loss_dict, metrics_dict).
+
+        A view that fits in one ray chunk is rendered once with grad and backpropagated directly; a larger one is
+        rendered without grad, its image gradient computed, then pushed into the NeRF chunk by chunk.
+        """
         g = self.config.guidance
         model = self.model
         index = self._view_index(step)
-        width, height = self._view_size(index)
-        camera = render.view_camera(self.datamanager.train_dataset.cameras, index, width, height)
+        width, height = self._view_size(index)  # the prior's input size
+        k = max(1, g.render_downscale)
+        camera = render.view_camera(self.datamanager.train_dataset.cameras, index, width // k, height // k)
         rays = render.view_rays(camera, index, self.device)
         seed = g.derived_seed(2) + step
-        sampler = getattr(model, "proposal_sampler", None)
-        counter = getattr(sampler, "_steps_since_update", None)
-        rendered = render.render_view(model, rays, height, width, g.render_chunk_size, seed)
-        if counter is not None:  # the no-grad pass must not consume the proposal networks' update slot
-            sampler._steps_since_update = counter
-
-        prior = self.get_prior()
-        image = rendered["rgb"].permute(2, 0, 1)[None].to(prior.device, torch.float32).requires_grad_(True)
-        z_src = self._source_latent(index, width, height)
-        cond_src, cond_trg = prior.text_embeddings(g.src_prompt), prior.text_embeddings(self.controls.target_prompt)
-        with torch.enable_grad():
-            z = prior.encode(image)
-            out = self.get_distiller().step(z, z_src, cond_trg, cond_src)
-            loss = g.loss_scale * (z * out.grad).sum()
-            if out.aux_loss is not None:
-                loss = loss + out.aux_loss
-            if g.anchor_weight > 0:
-                photo = self.source_photo(index, width, height).to(prior.device)
-                loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
-            (image_grad,) = torch.autograd.grad(loss, image)
-        image_grad = image_grad[0].permute(1, 2, 0).to(self.device)
-        prop = render.backpropagate_image_gradient(
-            model, rays, image_grad, g.render_chunk_size, seed, g.proposal_loss_mult
-        )
-
-        diag = out.diagnostics
+        if len(rays) <= g.render_chunk_size:
+            with render.seeded_sampling(seed, self.device), torch.enable_grad():
+                out = model(rays)
+                rendered = {
+                    "rgb": out["rgb"].reshape(height // k, width // k, 3),
+                    "depth": out["depth"].reshape(height // k, width // k, 1),
+                }
+                loss, guidance = self._guidance_loss(rendered["rgb"], index, width, height)
+                prop = render.proposal_loss(out, g.proposal_loss_mult)
+                (loss + g.proposal_loss_mult * prop).backward()
+            prop = float(prop.detach())
+            image_grad_norm = float("nan")
+        else:
+            sampler = getattr(model, "proposal_sampler", None)
+            counter = getattr(sampler, "_steps_since_update", None)
+            rendered = render.render_view(model, rays, height // k, width // k, g.render_chunk_size, seed)
+            if counter is not None:  # the no-grad pass must not consume the proposal networks' update slot
+                sampler._steps_since_update = counter
+            image = rendered["rgb"].detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss, guidance = self._guidance_loss(image, index, width, height)
+                (image_grad,) = torch.autograd.grad(loss, image)
+            image_grad_norm = float(image_grad.norm())
+            prop = render.backpropagate_image_gradient(
+                model, rays, image_grad.to(self.device), g.render_chunk_size, seed, g.proposal_loss_mult
+            )
+        diag = guidance.diagnostics
         metrics: dict[str, Any] = {
             "view": index,
             "t": diag["t"],
             "grad_norm": diag["grad_norm"],
-            "image_grad_norm": float(image_grad.norm()),
+            "image_grad_norm": image_grad_norm,
         }
         if diag.get("fpr_losses"):
             metrics["fpr_loss_first"] = diag["fpr_losses"][0]
             if diag.get("fpr_loss_final") is not None:
                 metrics["fpr_loss_final"] = diag["fpr_loss_final"]
         if g.log_every > 0 and step % g.log_every == 0:
-            self._log_progress(step, index, width, height, rendered)
+            self._log_progress(step, index, width, height, {k_: v.detach() for k_, v in rendered.items()})
         loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
         return loss_dict, metrics
+
+    def _guidance_loss(self, rgb: Tensor, index: int, width: int, height: int):
+        """Guidance (+ CDS, + anchoring) loss of a rendered view (h, w, 3), differentiable w.r.t. ``rgb``.
+
+        The render is upsampled to the prior's input size (width x height) when --render-downscale > 1.
+        """
+        g = self.config.guidance
+        prior = self.get_prior()
+        image = rgb.permute(2, 0, 1)[None].to(prior.device, torch.float32)
+        if image.shape[-2:] != (height, width):
+            image = torch.nn.functional.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+        z_src = self._source_latent(index, width, height)
+        cond_src, cond_trg = prior.text_embeddings(g.src_prompt), prior.text_embeddings(self.controls.target_prompt)
+        z = prior.encode(image)
+        out = self.get_distiller().step(z, z_src, cond_trg, cond_src)
+        loss = g.loss_scale * (z * out.grad).sum()
+        if out.aux_loss is not None:
+            loss = loss + out.aux_loss
+        if g.anchor_weight > 0:
+            photo = self.source_photo(index, width, height).to(prior.device)
+            loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
+        return loss, out
 
     def _log_progress(self, step: int, index: int, width: int, height: int, rendered: dict[str, Tensor]) -> None:
         from nerfstudio.utils import writer

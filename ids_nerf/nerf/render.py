@@ -85,6 +85,13 @@ def render_view(model: Model, rays: RayBundle, height: int, width: int, chunk: i
     return {k: torch.cat(v).reshape(height, width, -1) for k, v in parts.items()}
 
 
+def proposal_loss(outputs: dict, mult: float) -> Tensor:
+    """nerfacto's interlevel loss of a render (0 when disabled or when the model has no proposal networks)."""
+    if mult <= 0 or "weights_list" not in outputs:
+        return torch.zeros((), device=outputs["rgb"].device)
+    return interlevel_loss(outputs["weights_list"], outputs["ray_samples_list"])
+
+
 def backpropagate_image_gradient(
     model: Model,
     rays: RayBundle,
@@ -105,8 +112,8 @@ def backpropagate_image_gradient(
         for start, sub in _chunks(rays, chunk):
             out = model(sub)  # forward() applies the collider (near/far) before get_outputs
             loss = (out["rgb"] * grad[start : start + len(sub)]).sum()
-            if proposal_loss_mult > 0 and "weights_list" in out:
-                prop = interlevel_loss(out["weights_list"], out["ray_samples_list"]) * len(sub) / n_rays
+            if proposal_loss_mult > 0:
+                prop = proposal_loss(out, proposal_loss_mult) * len(sub) / n_rays
                 loss = loss + proposal_loss_mult * prop
                 total_prop += float(prop.detach())
             loss.backward()
