@@ -59,3 +59,54 @@ class LinearDenoiser:
 @pytest.fixture
 def linear_denoiser() -> LinearDenoiser:
     return LinearDenoiser(dim=2 * 3 * 3)
+
+
+EDIT_STEPS = 3
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file below ``folder``."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
+    """Toy scene (32x32 views) -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (64 px)."""
+    from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
+    from ids_nerf.toy.datasets import write_blender
+    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+
+    root = tmp_path_factory.mktemp("nerf")
+    data, runs = root / "data", root / "runs"
+    scene = SceneSpec(
+        objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)],
+        floor="checkered",
+        light_dir=(0.4, -0.5, 0.75),
+    )
+    write_blender(scene, data, n_train=6, n_val=2, n_test=3, size=32, seed=0)
+    recon = reconstruction_config(data, runs, 20, "cpu", seed=0)
+    train_run(recon)
+    before = snapshot(recon.get_base_dir())
+    edit = edit_config(
+        "ids-edit",
+        data,
+        runs,
+        recon.get_checkpoint_dir(),
+        NerfDemoConfig(prior=str(tiny_prior_dir), edit_steps=EDIT_STEPS),
+        "cpu",
+    )
+    g = edit.pipeline.guidance
+    g.resolution, g.log_every, g.view_repeat = 64, 1, 2
+    train_run(edit)
+    return {
+        "root": root,
+        "recon": recon,
+        "edit": edit,
+        "source_run": recon.get_base_dir(),
+        "source_before": before,
+        "data": data,
+        "runs": runs,
+        "prior": tiny_prior_dir,
+    }

@@ -378,28 +378,13 @@ def test_compare_table(image_eval, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def nerf_runs(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
-    """Toy scene (32x32) -> 20 ids-recon steps -> 2 ids-edit steps with the tiny prior."""
-    from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
-    from ids_nerf.toy.datasets import write_blender
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
-
-    root = tmp_path_factory.mktemp("nerf-eval")
-    data, runs = root / "data", root / "runs"
-    scene = SceneSpec(
-        objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)],
-        floor="checkered",
-        light_dir=(0.4, -0.5, 0.75),
-    )
-    write_blender(scene, data, n_train=6, n_val=2, n_test=3, size=32, seed=0)
-    recon = reconstruction_config(data, runs, 20, "cpu", seed=0)
-    train_run(recon)
-    cfg = NerfDemoConfig(prior=str(tiny_prior_dir), edit_steps=2)
-    edit = edit_config("ids-edit", data, runs, recon.get_checkpoint_dir(), cfg, "cpu")
-    edit.pipeline.guidance.resolution = 64
-    edit.pipeline.guidance.view_repeat = 2
-    train_run(edit)
-    return {"root": root, "recon": recon.get_base_dir() / "config.yml", "edit": edit.get_base_dir() / "config.yml"}
+def nerf_runs(toy_nerf_run: dict) -> dict:
+    """The shared toy run of tests/conftest.py: toy scene -> ids-recon warm-up -> ids-edit with the tiny prior."""
+    return {
+        "root": toy_nerf_run["root"],
+        "recon": toy_nerf_run["recon"].get_base_dir() / "config.yml",
+        "edit": toy_nerf_run["edit"].get_base_dir() / "config.yml",
+    }
 
 
 RENDER_PROMPTS = ["--src-prompt", "a red sphere on a checkered floor", "--trg-prompt", "a blue sphere"]

@@ -12,52 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import EDIT_STEPS, snapshot
 
-from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
-
-RECON_STEPS = 20
-EDIT_STEPS = 3
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    }
+from ids_nerf.nerf.demo import train_run
 
 
 @pytest.fixture(scope="module")
-def edited_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
-    from ids_nerf.toy.datasets import write_blender
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
-
-    root = tmp_path_factory.mktemp("nerf")
-    data, runs = root / "data", root / "runs"
-    scene = SceneSpec(
-        objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)],
-        floor="checkered",
-        light_dir=(0.4, -0.5, 0.75),
-    )
-    write_blender(scene, data, n_train=6, n_val=2, n_test=2, size=32, seed=0)
-    recon = reconstruction_config(data, runs, RECON_STEPS, "cpu", seed=0)
-    train_run(recon)
-    source_run = recon.get_base_dir()
-    before = _snapshot(source_run)
-
-    cfg = NerfDemoConfig(prior=str(tiny_prior_dir), edit_steps=EDIT_STEPS)
-    edit = edit_config("ids-edit", data, runs, recon.get_checkpoint_dir(), cfg, "cpu")
-    edit.pipeline.guidance.resolution = 64
-    edit.pipeline.guidance.log_every = 1
-    edit.pipeline.guidance.view_repeat = 2
-    train_run(edit)
-    return {
-        "recon": recon,
-        "edit": edit,
-        "source_run": source_run,
-        "source_before": before,
-        "data": data,
-        "runs": runs,
-        "prior": tiny_prior_dir,
-    }
+def edited_run(toy_nerf_run: dict) -> dict:
+    return toy_nerf_run
 
 
 def test_exactly_max_num_iterations_steps_and_checkpoint(edited_run):
@@ -80,7 +42,7 @@ def test_checkpoint_holds_only_the_scene(edited_run):
 
 
 def test_source_run_is_never_written(edited_run):
-    assert _snapshot(edited_run["source_run"]) == edited_run["source_before"]
+    assert snapshot(edited_run["source_run"]) == edited_run["source_before"]
     saved = yaml.load((edited_run["edit"].get_base_dir() / "config.yml").read_text(), Loader=yaml.Loader)
     assert saved.pipeline.model.num_levels == 8  # the source run's model settings were adopted and saved
 
