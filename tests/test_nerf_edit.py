@@ -187,7 +187,7 @@ def test_chunked_two_pass_backprop_is_exact(edited_run):
     _, pipe, _, _ = eval_setup(edited_run["edit"].get_base_dir() / "config.yml", test_mode="val")
     pipe.train()
     g = pipe.config.guidance
-    g.render_chunk_size, g.log_every, g.proposal_loss_mult = 1000, 0, 1.0
+    g.render_chunk_size, g.log_every, g.proposal_loss_mult, g.render_downscale = 1000, 0, 1.0, 1
     params = [p for group in pipe.get_param_groups().values() for p in group]
 
     pipe.reset_random_streams()

@@ -47,6 +47,8 @@ class NerfDemoConfig:
     """nerfacto reconstruction steps."""
     edit_steps: int = 150
     """Editing steps."""
+    render_downscale: int = 2
+    """Render edited views at 1/k of the prior's resolution, upsampled before encoding (CPU speed knob; 1 on GPU)."""
     seed: int = 0
     """Seed of the scene, the reconstruction and the edit."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -136,6 +138,7 @@ def edit_config(method: str, data: Path, runs: Path, load_dir: Path, cfg: NerfDe
     config.load_dir = load_dir
     g = config.pipeline.guidance
     g.src_prompt, g.trg_prompt, g.prior, g.view_repeat, g.log_every = cfg.src_prompt, cfg.trg_prompt, cfg.prior, 5, 25
+    g.render_downscale = cfg.render_downscale
     config.output_dir, config.experiment_name, config.timestamp = runs, "toy", "edit"
     config.max_num_iterations, config.steps_per_save = cfg.edit_steps, cfg.edit_steps
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9

@@ -223,7 +223,7 @@ class IDSEditPipeline(VanillaPipeline):
             if diag.get("fpr_loss_final") is not None:
                 metrics["fpr_loss_final"] = diag["fpr_loss_final"]
         if g.log_every > 0 and step % g.log_every == 0:
-            self._log_progress(step, index, width, height, {k_: v.detach() for k_, v in rendered.items()})
+            self._log_progress(step, index, {k_: v.detach() for k_, v in rendered.items()})
         loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
         return loss_dict, metrics
 
@@ -249,9 +249,10 @@ class IDSEditPipeline(VanillaPipeline):
             loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
         return loss, out
 
-    def _log_progress(self, step: int, index: int, width: int, height: int, rendered: dict[str, Tensor]) -> None:
+    def _log_progress(self, step: int, index: int, rendered: dict[str, Tensor]) -> None:
         from nerfstudio.utils import writer
 
+        height, width = rendered["rgb"].shape[:2]
         photo = self.source_photo(index, width, height)[0].permute(1, 2, 0).to(rendered["rgb"].device)
         depth = colormaps.apply_depth_colormap(rendered["depth"])
         panel = torch.cat([photo, rendered["rgb"].clamp(0, 1), depth], dim=1)
