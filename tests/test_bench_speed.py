@@ -26,7 +26,7 @@ def test_speed_bench_produces_a_table_and_json(tmp_path, tiny_prior_dir):
     ids_row = next(r for r in result["rows"] if r["method"] == "ids-n1")
     dds_row = next(r for r in result["rows"] if r["method"] == "dds")
     assert ids_row["tflop_per_step"] > 1.5 * dds_row["tflop_per_step"]  # FPR adds a forward+backward
-    assert all(v < 1e-3 for v in result["reference_max_abs_diff"].values())  # same gradient as the official form
+    assert all(v < 1e-3 for v in result["reference_max_abs_diff"].values())  # same edit as the official form
     assert json.loads(out.read_text())["info"]["device"] == "cpu"
     table = markdown(result)
     assert "| ids-n1 |" in table and "ratio to dds" in table

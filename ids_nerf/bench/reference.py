@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ids_nerf.guidance.denoiser import alpha_sigma, cfg_combine
+from ids_nerf.guidance.distiller import ScoreDistiller, StepOutput, guidance_from_preset
 
 
 def _cfg_eps(prior, z_t: Tensor, t: Tensor, cond: Tensor, scale: float) -> Tensor:
@@ -70,3 +71,29 @@ def reference_dds_grad(
     return reference_ids_grad(
         prior, z_trg, z_src, cond_src, cond_trg, t, eps, iterations=0, guidance_scale=guidance_scale
     )
+
+
+class ReferenceDistiller(ScoreDistiller):
+    """The official formulation behind the ScoreDistiller interface: same seeded (t, eps) draws, so an edit with it
+    follows the same random stream as ``ScoreDistiller(prior, ids/dds, seed)`` and can be compared step for step."""
+
+    def __init__(self, prior, iterations: int, seed: int = 0) -> None:
+        super().__init__(prior, guidance_from_preset("ids" if iterations > 0 else "dds"), seed=seed)
+        self.config.fpr.iterations = iterations
+
+    def step(self, z_trg: Tensor, z_src: Tensor, cond_trg: Tensor, cond_src: Tensor) -> StepOutput:
+        t = self.sample_t(z_src.shape[0]).to(z_src.device)
+        eps = self._randn(z_src)
+        grad = reference_ids_grad(
+            self.den,
+            z_trg.detach(),
+            z_src,
+            cond_src,
+            cond_trg,
+            t,
+            eps,
+            iterations=self.config.fpr.iterations,
+            scale=self.config.fpr.scale,
+            guidance_scale=self.config.scale,
+        )
+        return StepOutput(grad=grad, aux_loss=None, diagnostics={"t": int(t[0]), "grad_norm": float(grad.norm())})

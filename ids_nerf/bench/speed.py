@@ -4,8 +4,9 @@ For each method: median and interquartile range of one editing step (guidance + 
 warm-up, the time of a whole edit, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's
 peak RSS so far, which only grows), FLOPs of one step counted by ``torch.utils.flop_counter`` and the achieved
 throughput (TFLOP/s, and the fraction of the device's dense bf16/fp16 peak on CUDA), and the ratio to ``dds``.
-``--reference`` also times the official formulation (:mod:`ids_nerf.bench.reference`) of dds and ids and reports
-the max abs difference of its gradient from ours for the same t and noise.
+``--reference`` also times the official formulation (:mod:`ids_nerf.bench.reference`) of dds and ids through the
+same editing loop, and reports the max abs difference between the latents of a 3-step edit by both paths with the
+same seed (same t and noise draws).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SpeedBenchConfig:
     methods: tuple[str, ...] = ("dds", "ids-n1", "ids", "sds", "cds", "pds", "pds-fpr")
     """Methods (presets); `ids-nN` is ids with N FPR iterations (`ids` = N 3)."""
     reference: bool = True
-    """Also time the official formulation of dds / ids (separate branch calls) and compare gradients."""
+    """Also time the official formulation of dds / ids (separate branch calls) and compare 3-step edits."""
     repeats: int = 10
     """Timed steps per method (after warm-up)."""
     warmup: int = 2
@@ -116,10 +117,8 @@ def load_prior(cfg: SpeedBenchConfig):
 
 def run(cfg: SpeedBenchConfig) -> dict:
     """Run the benchmark and return its table rows (also printed by the CLI)."""
-    from ids_nerf.bench.reference import reference_ids_grad
-    from ids_nerf.guidance import scores
+    from ids_nerf.bench.reference import ReferenceDistiller
     from ids_nerf.guidance.distiller import ScoreDistiller, preset_names
-    from ids_nerf.guidance.fpr import fixed_point_regularization
     from ids_nerf.image.editor import OptimConfig, edit_latent
 
     for m in cfg.methods:
@@ -131,7 +130,6 @@ def run(cfg: SpeedBenchConfig) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     shape = (1, *prior.latent_shape(prior.resolution, prior.resolution))
     z_src = torch.randn(shape, generator=g).to(dev)
-    z_trg = z_src + 0.1 * torch.randn(shape, generator=g).to(dev)
     c_src = prior.text_embeddings("a red sphere on a checkered floor")
     c_trg = prior.text_embeddings("a blue sphere on a checkered floor")
     peak = next((v for k, v in PEAK_FLOPS.items() if dev.type == "cuda" and k in torch.cuda.get_device_name(dev)), None)
@@ -176,17 +174,29 @@ def run(cfg: SpeedBenchConfig) -> dict:
 
     check = {}
     if cfg.reference:
-        t = torch.tensor([500], device=dev)
-        eps = torch.randn(shape, generator=g).to(dev)
-        for n in sorted({0, *[3 if m == "ids" else int(m[5:]) for m in cfg.methods if m.startswith("ids")]}):
+        iterations = sorted({0, *[3 if m == "ids" else int(m[5:]) for m in cfg.methods if m.startswith("ids")]})
+        for n in iterations:
             label = "dds (reference)" if n == 0 else f"ids N={n} (reference)"
-            ref = lambda n=n: reference_ids_grad(prior, z_trg, z_src, c_src, c_trg, t, eps, iterations=n)  # noqa: E731
-            record(label, ref, None)
-            fpr_cfg = _preset("ids").fpr
-            fpr_cfg.iterations = n
-            ours_zt = fixed_point_regularization(prior, z_src, c_src, t, eps, fpr_cfg).z_t
-            ours = scores.dds(prior, z_trg, z_src, ours_zt, t, c_src, c_trg, 7.5).grad
-            check[label] = float((ours - ref()).abs().max())
+            ref = ReferenceDistiller(prior, n, seed=cfg.seed)
+            record(
+                label,
+                lambda d=ref: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=1), progress=False),
+                lambda d=ref: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=cfg.edit_steps), progress=False),
+            )
+            # same seed -> same (t, eps) stream: a few steps of both paths must give the same latent
+            steps = OptimConfig(steps=3)
+            ours = edit_latent(
+                ScoreDistiller(prior, _preset(f"ids-n{n}" if n else "dds"), seed=cfg.seed + 1),
+                z_src,
+                c_src,
+                c_trg,
+                steps,
+                progress=False,
+            ).latent
+            theirs = edit_latent(
+                ReferenceDistiller(prior, n, seed=cfg.seed + 1), z_src, c_src, c_trg, steps, progress=False
+            ).latent
+            check[label] = float((ours - theirs).abs().max())
 
     base = next((r["median_s"] for r in rows if r["method"] == "dds"), rows[0]["median_s"])
     for r in rows:
