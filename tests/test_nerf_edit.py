@@ -72,14 +72,18 @@ def test_ns_render_and_eval_setup_never_load_the_prior(edited_run, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(list((tmp_path / "renders").rglob("*.png"))) >= 2
-    probe = (
+    probe = (  # what ns-eval / ns-render / ns-viewer do: eval_setup, then the viewer walks the pipeline's attributes
         "import sys; from nerfstudio.utils.eval_utils import eval_setup; "
-        f"eval_setup(__import__('pathlib').Path({str(config_yml)!r}), test_mode='test'); "
+        "from nerfstudio.viewer.utils import parse_object; "
+        "from nerfstudio.viewer.viewer_elements import ViewerElement; "
+        f"_, p, _, _ = eval_setup(__import__('pathlib').Path({str(config_yml)!r}), test_mode='test'); "
+        "print(len(parse_object(p, ViewerElement, 'Custom'))); "
         "print('LOADED' if 'diffusers' in sys.modules else 'CLEAN')"
     )
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().endswith("CLEAN")
+    assert res.stdout.strip().splitlines()[-2] == "4"  # the four edit controls are visible to the viewer
 
 
 def _expect_exit(config, match: str, capsys) -> None:
