@@ -39,6 +39,23 @@ def target_noisy_latent(
     return z_t_src + sa * (z_trg - z_src)
 
 
+def branch_eps(
+    den: Denoiser,
+    z_t_src: Tensor,
+    z_t_trg: Tensor,
+    t: Tensor | int,
+    cond_src: Tensor,
+    cond_trg: Tensor,
+    guidance_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """CFG predictions of the source and target branches in one batched UNet call (no grad)."""
+    batch = z_t_src.shape[0]
+    cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
+    with torch.no_grad():
+        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), repeat_t(t, 2), cond, guidance_scale).chunk(2)
+    return e_src, e_trg
+
+
 def sds(
     den: Denoiser,
     z_trg: Tensor,
@@ -67,11 +84,8 @@ def dds(
     guidance_scale: float,
 ) -> ScoreResult:
     """DDS: ``eps_w(z_t_trg, y_trg, t) - eps_w(z_t_src, y_src, t)``, both branches in one batched call."""
-    batch = z_trg.shape[0]
     z_t_trg = target_noisy_latent(den.alphas_cumprod, z_t_src, z_src, z_trg.detach(), t)
-    cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
-    with torch.no_grad():
-        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), repeat_t(t, 2), cond, guidance_scale).chunk(2)
+    e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale)
     return ScoreResult(grad=torch.nan_to_num(e_trg - e_src), eps_src=e_src)
 
 
@@ -110,11 +124,8 @@ def pds(
     c1 = alpha_step.sqrt() * (1 - a_prev) / (1 - a_t)
     sigma = ((1 - a_prev) / (1 - a_t) * beta_step).sqrt()
 
-    batch = z_trg.shape[0]
     z_t_trg = target_noisy_latent(acp, z_t_src, z_src, z_trg.detach(), t)
-    cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
-    with torch.no_grad():
-        e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), repeat_t(t, 2), cond, guidance_scale).chunk(2)
+    e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale)
 
     def posterior_noise(x0: Tensor, x_t: Tensor, e: Tensor) -> Tensor:
         x_prev = add_noise(acp, x0, eps_prev, t_prev)
