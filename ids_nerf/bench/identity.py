@@ -28,10 +28,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import tyro
 from tqdm.auto import tqdm
 
-from ids_nerf.errors import UserError, UserInputError
+from ids_nerf.console import run_console
+from ids_nerf.errors import UserInputError
 
 EditKind = Literal["color", "shape", "background"]
 FLOOR_SWAP = {"checkered": "wooden", "wooden": "checkered"}
@@ -327,12 +327,7 @@ def write_grid(
 
 def entrypoint() -> None:
     """Console entry point."""
-    cfg = tyro.cli(IdentityBenchConfig, description=__doc__)
-    try:
-        result = run(cfg)
-    except UserError as err:
-        print(f"ids-bench-identity: error: {err}")
-        raise SystemExit(2) from None
+    cfg, result = run_console("ids-bench-identity", IdentityBenchConfig, run, __doc__)
     print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
     print("seconds per method:", {k: round(v, 1) for k, v in result["seconds_per_method"].items()})
     print("FPR diagnostics:", result["fpr_diagnostics"])

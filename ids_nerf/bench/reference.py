@@ -57,22 +57,6 @@ def reference_ids_grad(
     return e_trg - e_src
 
 
-def reference_dds_grad(
-    prior,
-    z_trg: Tensor,
-    z_src: Tensor,
-    cond_src: Tensor,
-    cond_trg: Tensor,
-    t: Tensor,
-    eps: Tensor,
-    guidance_scale: float = 7.5,
-) -> Tensor:
-    """Gradient of one DDS step with separate branch calls (the IDS code's DDS with N = 0)."""
-    return reference_ids_grad(
-        prior, z_trg, z_src, cond_src, cond_trg, t, eps, iterations=0, guidance_scale=guidance_scale
-    )
-
-
 class ReferenceDistiller(ScoreDistiller):
     """The official formulation behind the ScoreDistiller interface: same seeded (t, eps) draws, so an edit with it
     follows the same random stream as ``ScoreDistiller(prior, ids/dds, seed)`` and can be compared step for step."""

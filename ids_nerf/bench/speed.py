@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import tyro
 
-from ids_nerf.errors import UserError, UserInputError
+from ids_nerf.console import run_console
+from ids_nerf.errors import UserInputError
 
 #: Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by substring of the CUDA device name.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12, "3090": 71e12}
@@ -252,12 +252,7 @@ def markdown(result: dict) -> str:
 
 def entrypoint() -> None:
     """Console entry point."""
-    cfg = tyro.cli(SpeedBenchConfig, description=__doc__)
-    try:
-        result = run(cfg)
-    except UserError as err:
-        print(f"ids-bench-speed: error: {err}")
-        raise SystemExit(2) from None
+    _, result = run_console("ids-bench-speed", SpeedBenchConfig, run, __doc__)
     print(markdown(result))
 
 

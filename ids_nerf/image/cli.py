@@ -8,15 +8,13 @@ Example:
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import tyro
-
-from ids_nerf.errors import UserError, UserInputError
+from ids_nerf.console import run_console
+from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.distiller import CDSConfig, GuidanceConfig, PDSConfig, guidance_from_preset
 from ids_nerf.guidance.fpr import FPRConfig
 from ids_nerf.image.io import check_output_path, load_image, save_trajectory, to_pil, to_tensor
@@ -80,8 +78,11 @@ class EditImageConfig:
         """The GuidanceConfig these options describe."""
         preset = guidance_from_preset(self.method)
         base, preset_fpr = preset.method, preset.fpr.enabled
-        fpr = replace(self.fpr, enabled=self.fpr.enabled or preset_fpr,
-                      jacobian=preset.fpr.jacobian if self.method.endswith("-jf") else self.fpr.jacobian)
+        fpr = replace(
+            self.fpr,
+            enabled=self.fpr.enabled or preset_fpr,
+            jacobian=preset.fpr.jacobian if self.method.endswith("-jf") else self.fpr.jacobian,
+        )
         return GuidanceConfig(
             method=base,
             guidance_scale=self.guidance_scale,
@@ -181,12 +182,7 @@ def run(cfg: EditImageConfig) -> dict:
 
 def entrypoint() -> None:
     """Console entry point; user errors print one paragraph and exit with code 2."""
-    cfg = tyro.cli(EditImageConfig, description=__doc__)
-    try:
-        summary = run(cfg)
-    except UserError as err:
-        print(f"ids-edit-image: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    _, summary = run_console("ids-edit-image", EditImageConfig, run, __doc__)
     print(
         f"wrote {summary['out']} ({summary['method']}, {summary['steps']} steps, "
         f"{summary['seconds_per_step']:.3f} s/step on {summary['device']})"

@@ -19,10 +19,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import tyro
 from PIL import Image
 
-from ids_nerf.errors import UserError, UserInputError
+from ids_nerf.console import run_console
+from ids_nerf.errors import UserInputError
 
 
 @dataclass
@@ -215,12 +215,7 @@ def run(cfg: NerfDemoConfig) -> Path:
 
 def entrypoint() -> None:
     """Console entry point; user errors exit with code 2."""
-    cfg = tyro.cli(NerfDemoConfig, description=__doc__)
-    try:
-        run(cfg)
-    except UserError as err:
-        print(f"ids-nerf-demo: error: {err}")
-        raise SystemExit(2) from None
+    run_console("ids-nerf-demo", NerfDemoConfig, run, __doc__)
 
 
 if __name__ == "__main__":

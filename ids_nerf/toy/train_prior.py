@@ -9,10 +9,12 @@ Stages (wall times are printed and written to ``<out>/train_log.json``):
 1. **data**: ``n_train`` captioned 64x64 scenes from :func:`ids_nerf.toy.scenes.generate_one` (seed ``seed``;
    a ``single_object_fraction`` of them hold one object, the rest 1-3), rendered by ``workers`` processes.
    The held-out images of :mod:`ids_nerf.toy.quality` come from another stream (:data:`HOLDOUT_SEED`).
-2. **vae**: an ``AutoencoderKL`` (64x64x3 -> 4x16x16) trained with L1 + L2 reconstruction and a small KL term
-   (no perceptual or adversarial loss offline); its ``scaling_factor`` is then set to 1 / std of the latents
-   (SD's 0.18215 was measured the same way).
-3. **encode**: posterior means and stds of every training image and of its mirror image (augmentation).
+2. **vae**: an ``AutoencoderKL`` (64x64x3 -> 4x16x16, no mid-block attention) trained on random crops with
+   L1 + L2 reconstruction and a small KL term (no perceptual or adversarial loss offline).
+3. **encode**: posterior means and stds of every training image and of its mirror image (augmentation); the
+   ``scaling_factor`` is set to 1 / std of these latents (SD's 0.18215 was measured the same way).
+   **decoder**: the decoder is then fine-tuned on whole images with the encoder frozen (GroupNorm statistics
+   and borders of whole images differ from those of crops), which leaves the latents of stage 4 unchanged.
 4. **unet**: ``CLIPTextModel`` (CLIP's 49,408-token BPE vocabulary, see :mod:`ids_nerf.toy.tokenizer`) and
    ``UNet2DConditionModel`` trained jointly with the epsilon-prediction DDPM loss on SD's ``scaled_linear``
    schedule, timesteps weighted by Min-SNR-gamma (``snr_gamma``; 0 gives the plain, unweighted loss), captions
@@ -100,6 +102,13 @@ class TrainPriorConfig:
     """VAE peak learning rate (AdamW, linear warm-up then cosine decay to 10%)."""
     vae_kl_weight: float = 1e-5
     """Weight of the KL term (mean per latent element) against L1 + L2 (means per pixel, images in [-1, 1])."""
+    decoder_steps: int = 600
+    """Then fine-tune the decoder on whole images with the encoder frozen (the latents stay those the UNet is
+    trained on; GroupNorm statistics and image borders of whole images differ from those of crops)."""
+    decoder_batch_size: int = 16
+    """Batch size of the decoder fine-tuning."""
+    decoder_lr: float = 5e-4
+    """Peak learning rate of the decoder fine-tuning."""
 
     text_hidden_size: int = 64
     """CLIPTextModel hidden size (= UNet ``cross_attention_dim``)."""
@@ -368,19 +377,25 @@ class Ema:
 _DATA_FIELDS = ("seed", "image_size", "n_train", "single_object_fraction")
 _VAE_FIELDS = _DATA_FIELDS + ("vae_channels", "vae_layers_per_block", "vae_steps", "vae_batch_size", "vae_crop",
                               "vae_lr", "vae_kl_weight", "warmup_steps", "grad_clip")
+_DECODER_FIELDS = ("decoder_steps", "decoder_batch_size", "decoder_lr")
 _NOT_TRAINING = ("out", "work_dir", "resume", "threads", "workers", "eval_every", "eval_samples", "save_dtype",
                  "final_eval", "checkpoint_every")
 
 
-def stage_key(cfg: TrainPriorConfig, stage: Literal["data", "vae", "unet"]) -> str:
-    """Hash of the options a stage's result depends on (names its files in the work dir)."""
+def stage_key(cfg: TrainPriorConfig, stage: Literal["data", "vae", "decoder", "unet"]) -> str:
+    """Hash of the options a stage's result depends on (names its files in the work dir).
+
+    The UNet stage does not depend on the decoder fine-tuning (it trains on the frozen encoder's latents).
+    """
     values = asdict(cfg)
     if stage == "data":
         fields = {k: values[k] for k in _DATA_FIELDS}
     elif stage == "vae":
         fields = {k: values[k] for k in _VAE_FIELDS}
+    elif stage == "decoder":
+        fields = {k: values[k] for k in _VAE_FIELDS + _DECODER_FIELDS}
     else:
-        fields = {k: v for k, v in values.items() if k not in _NOT_TRAINING}
+        fields = {k: v for k, v in values.items() if k not in _NOT_TRAINING + _DECODER_FIELDS}
     text = json.dumps({"stage": stage, **fields}, sort_keys=True, default=str)
     return f"{stage}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
@@ -457,6 +472,68 @@ def train_vae(cfg: TrainPriorConfig, images: Tensor, work: Path) -> tuple[nn.Mod
     _save_atomic({"vae": vae.state_dict(), "seconds": seconds}, final)
     ckpt.unlink(missing_ok=True)
     return vae, seconds
+
+
+def finetune_decoder(cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, means: Tensor, stds: Tensor,
+                     work: Path) -> dict[str, float]:
+    """Stage 3b: fine-tune ``post_quant_conv`` + decoder in place on whole images; resumable.
+
+    ``means``/``stds`` are the cached posteriors of ``images`` followed by those of the mirror images (see
+    :func:`encode_images`); the encoder is not touched. Returns the wall/CPU seconds it took.
+    """
+    key = stage_key(cfg, "decoder")
+    final, ckpt = work / f"{key}.pt", work / f"{key}.ckpt"
+    modules = nn.ModuleDict({"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv})
+    if cfg.resume and final.is_file():
+        state = _load(final)
+        modules.load_state_dict(state["modules"])
+        return dict(state["seconds"])
+    if cfg.decoder_steps <= 0:
+        return {"wall": 0.0, "cpu": 0.0}
+    warmup = min(cfg.warmup_steps, max(1, cfg.decoder_steps // 10))
+    opt = torch.optim.AdamW(modules.parameters(), lr=cfg.decoder_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.decoder_steps, warmup))
+    gen = torch.Generator().manual_seed(cfg.seed + 4)
+    start, clock = 0, Stopwatch()
+    if cfg.resume and ckpt.is_file():
+        state = _load(ckpt)
+        modules.load_state_dict(state["modules"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        start, clock = int(state["step"]), Stopwatch(state["seconds"])
+    clock.start()
+    n = images.shape[0]
+    vae.requires_grad_(False)
+    modules.requires_grad_(True)
+    modules.train()
+    bar = tqdm(range(start, cfg.decoder_steps), desc="vae decoder", initial=start, total=cfg.decoder_steps)
+    for step in bar:
+        idx = torch.randint(0, means.shape[0], (cfg.decoder_batch_size,), generator=gen)
+        x = to_model_range(images[idx % n])
+        x = torch.where((idx >= n)[:, None, None, None], x.flip(-1), x)
+        z = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)
+        rec = vae.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        l2 = (rec - x).pow(2).mean()
+        loss = l1 + l2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{10 * math.log10(4.0 / max(l2.item(), 1e-12)):.1f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.decoder_steps:
+            _save_atomic({"modules": modules.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "gen": gen.get_state(), "step": step + 1, "seconds": clock.read()}, ckpt)
+    bar.close()
+    vae.requires_grad_(True)
+    vae.eval()
+    seconds = clock.stop().read()
+    _save_atomic({"modules": modules.state_dict(), "seconds": seconds}, final)
+    ckpt.unlink(missing_ok=True)
+    return seconds
 
 
 @torch.no_grad()
@@ -685,6 +762,7 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
     lat = load_latents(cfg, vae, images, work)
     means, stds, scaling_factor = lat["means"], lat["stds"], float(lat["scaling_factor"])
     timings["encode"] = dict(lat["seconds"])
+    timings["decoder"] = finetune_decoder(cfg, vae, images, means, stds, work)
     vae.register_to_config(scaling_factor=scaling_factor)
     scaled = means * scaling_factor
     latent_stats = {"scaling_factor": scaling_factor, "scaled_mean": float(scaled.mean()),
