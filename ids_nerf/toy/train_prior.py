@@ -22,9 +22,10 @@ Stages (wall times are printed and written to ``<out>/train_log.json``):
 5. **save**: ``StableDiffusionPipeline.save_pretrained`` (DDIM scheduler, fp16 safetensors by default) and,
    with ``final_eval``, the quality gates of :mod:`ids_nerf.toy.quality`.
 
-Every random draw comes from ``seed``. Intermediate results live in ``work_dir`` (default: a folder under the
-ids_nerf cache named after a hash of the config); an interrupted run started again with the same arguments
-resumes from the last finished stage / the last UNet or VAE checkpoint.
+Every random draw comes from ``seed``. Intermediate results live in ``work_dir`` (default:
+``$IDS_NERF_CACHE/train-prior``), each stage's files named after a hash of the options the stage depends on: an
+interrupted run started again with the same arguments resumes from the last finished stage or checkpoint, and a
+change of, say, the UNet options reuses the data and the VAE.
 """
 
 from __future__ import annotations
