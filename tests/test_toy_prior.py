@@ -99,15 +99,17 @@ def test_latents_have_about_unit_std(toy_prior):
 
 
 @needs_weights
-def test_a_few_samples_have_the_prompted_colour(toy_prior):
+def test_samples_follow_the_prompted_colour_far_above_chance(toy_prior):
+    """Conditioning works: 14 samples (2 per colour), at least 7 of the prompted colour (chance: 1 in 7, so 7 or
+    more hits by chance has probability < 0.001). The 85% gate itself is the slow test below."""
     from ids_nerf.toy.detectors import dominant_color
 
-    specs = single_object_prompts(56)[::8]  # one per colour, shapes and floors alternating
+    specs = single_object_prompts(56)[::4]  # every colour twice, shapes and floors alternating
     images = to_uint8_images(sample(toy_prior, [s.prompt for s in specs], steps=20, guidance_scale=7.5, seed=0,
                                     progress=False))
-    assert images.shape == (7, 64, 64, 3)
+    assert images.shape == (14, 64, 64, 3)
     hits = [dominant_color(img) == s.color for img, s in zip(images, specs, strict=True)]
-    assert sum(hits) >= 5, hits
+    assert sum(hits) >= 7, hits
 
 
 @needs_weights
@@ -138,9 +140,11 @@ def test_train_prior_end_to_end_smoke(tmp_path):
     again = main(cfg)  # every stage comes from the work dir
     assert again["seconds"]["vae"] == log["seconds"]["vae"]
     assert again["seconds"]["unet"] == log["seconds"]["unet"]
-    state = DiffusionPrior(PriorConfig(model=str(cfg.out), device="cpu")).unet.state_dict()
-    for k, v in prior.unet.state_dict().items():
-        assert torch.equal(v, state[k]), k
+    resumed = DiffusionPrior(PriorConfig(model=str(cfg.out), device="cpu"))
+    for name in ("unet", "vae", "text_encoder"):  # the resumed run saves exactly what the first one did
+        state = getattr(resumed, name).state_dict()
+        for k, v in getattr(prior, name).state_dict().items():
+            assert torch.equal(v, state[k]), f"{name}.{k}"
 
 
 @needs_weights

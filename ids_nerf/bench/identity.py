@@ -172,7 +172,7 @@ class IdentityBenchConfig:
     """Identity-preservation benchmark of the score methods on the toy world."""
 
     out: Path = Path("outputs/bench-identity")
-    """Output folder: results.json, results.md, grid.png."""
+    """Output folder: results.json, results.md, grid.png and edits.npz (every source and edited image)."""
     prior: str = "toy"
     """Diffusion prior (the bundled toy model by default)."""
     methods: tuple[str, ...] = ("sds", "dds", "cds", "pds", "ids", "pds-fpr")
@@ -197,6 +197,9 @@ class IdentityBenchConfig:
     """Device of the prior."""
     overwrite: bool = False
     """Replace the results of an earlier run in --out."""
+    reuse_edits: bool = False
+    """Score the edits saved in ``--out/edits.npz`` by an earlier run (same suite options) instead of editing
+    again, e.g. after a detector change; implies --overwrite of the tables."""
 
 
 def run(cfg: IdentityBenchConfig) -> dict:
@@ -207,34 +210,38 @@ def run(cfg: IdentityBenchConfig) -> dict:
     unknown = [m for m in cfg.methods if m not in preset_names()]
     if unknown:
         raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(preset_names())}.")
-    if (cfg.out / "results.json").exists() and not cfg.overwrite:
+    if (cfg.out / "results.json").exists() and not (cfg.overwrite or cfg.reuse_edits):
         raise UserInputError(f"{cfg.out / 'results.json'} exists; pass --overwrite or another --out.")
     cfg.out.mkdir(parents=True, exist_ok=True)
     prior = DiffusionPrior(PriorConfig(model=cfg.prior, device=cfg.device))
     cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
-    edits: dict[str, np.ndarray] = {}
-    rows: dict[str, list[dict]] = {}
     timing: dict[str, float] = {}
     fpr_diag: dict[str, dict[str, float]] = {}
-    for method in tqdm(cfg.methods, desc="methods"):
-        t0 = time.perf_counter()
-        parts, histories = [], []
-        for start in range(0, len(cases), cfg.batch_size):
-            arr, hist = edit_batch(
-                prior, cases[start : start + cfg.batch_size], method, cfg.steps, cfg.lr, cfg.seed + start
-            )
-            parts.append(arr)
-            histories.extend(hist)
-        edits[method] = np.concatenate(parts)
-        timing[method] = time.perf_counter() - t0
-        rows[method] = [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[method], strict=True)]
-        first = [h["fpr_losses"][0] for h in histories if h.get("fpr_losses")]
-        final = [h["fpr_loss_final"] for h in histories if h.get("fpr_loss_final") is not None]
-        if first:
-            fpr_diag[method] = {
-                "fpr_loss_first_mean": float(np.mean(first)),
-                "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
-            }
+    if cfg.reuse_edits:
+        edits, previous = load_edits(cfg, cases)
+        timing, fpr_diag = previous.get("seconds_per_method", {}), previous.get("fpr_diagnostics", {})
+    else:
+        edits = {}
+        for method in tqdm(cfg.methods, desc="methods"):
+            t0 = time.perf_counter()
+            parts, histories = [], []
+            for start in range(0, len(cases), cfg.batch_size):
+                arr, hist = edit_batch(
+                    prior, cases[start : start + cfg.batch_size], method, cfg.steps, cfg.lr, cfg.seed + start
+                )
+                parts.append(arr)
+                histories.extend(hist)
+            edits[method] = np.concatenate(parts)
+            timing[method] = time.perf_counter() - t0
+            first = [h["fpr_losses"][0] for h in histories if h.get("fpr_losses")]
+            final = [h["fpr_loss_final"] for h in histories if h.get("fpr_loss_final") is not None]
+            if first:
+                fpr_diag[method] = {
+                    "fpr_loss_first_mean": float(np.mean(first)),
+                    "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
+                }
+        np.savez_compressed(cfg.out / "edits.npz", source=np.stack([c.image for c in cases]), **edits)
+    rows = {m: [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[m], strict=True)] for m in cfg.methods}
     summary = summarize(cases, rows, cfg)
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
@@ -256,6 +263,23 @@ def run(cfg: IdentityBenchConfig) -> dict:
     (cfg.out / "results.md").write_text(markdown_table(summary, cfg.methods, len(cases)))
     write_grid(cases, edits, cfg.methods, cfg.grid_edits, cfg.out / "grid.png")
     return result
+
+
+def load_edits(cfg: IdentityBenchConfig, cases: list[EditCase]) -> tuple[dict[str, np.ndarray], dict]:
+    """The edits of an earlier run in ``cfg.out`` (checked against this suite) and its results.json."""
+    path = cfg.out / "edits.npz"
+    if not path.is_file():
+        raise UserInputError(f"--reuse-edits: {path} not found; run once without --reuse-edits first.")
+    saved = np.load(path)
+    missing = [m for m in cfg.methods if m not in saved.files]
+    if missing:
+        raise UserInputError(f"--reuse-edits: {path} has no edits for {missing}; it holds {saved.files[1:]}.")
+    if not np.array_equal(saved["source"], np.stack([c.image for c in cases])):
+        raise UserInputError(f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
+                             "--n-per-kind and --prior as the run that wrote it.")
+    results = cfg.out / "results.json"
+    previous = json.loads(results.read_text()) if results.is_file() else {}
+    return {m: saved[m] for m in cfg.methods}, previous
 
 
 def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:

@@ -75,6 +75,9 @@ class QualityConfig:
     """Where to write the grid of the first 56 samples (None: no grid)."""
     json_out: Path | None = None
     """Optional path for the full results as JSON."""
+    samples_out: Path | None = None
+    """Optional ``.npz`` for every sample (uint8 ``images``) with its requested ``colors``/``shapes``/``floors``, to
+    score them again without sampling."""
     threads: int = 2
     """Torch CPU threads."""
 
@@ -214,6 +217,10 @@ def run_quality(cfg: QualityConfig) -> dict[str, Any]:
     res = evaluate_samples(prior, specs, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
     t_sample = time.perf_counter() - t0
     images = res.pop("images")
+    if cfg.samples_out is not None:
+        Path(cfg.samples_out).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cfg.samples_out, images=images, colors=[s.color for s in specs],
+                            shapes=[s.shape for s in specs], floors=[s.floor for s in specs])
     if cfg.grid is not None:
         k = min(56, len(images))
         save_grid(images[:k], specs[:k], res["per_prompt"][:k], cfg.grid)
