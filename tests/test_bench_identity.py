@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -67,3 +68,14 @@ def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
         run(cfg)
     with pytest.raises(UserInputError, match="unknown"):
         run(IdentityBenchConfig(out=tmp_path / "c", methods=("foo",)))
+    # edits.npz holds every source and edit; --reuse-edits scores them again without editing
+    edits = np.load(tmp_path / "b" / "edits.npz")
+    assert set(edits.files) == {"source", "dds", "ids"} and edits["ids"].shape == edits["source"].shape
+    assert edits["source"].shape[0] == 3 and edits["source"].dtype == np.uint8
+    rescored = run(dataclasses.replace(cfg, reuse_edits=True, methods=("ids",)))
+    np.testing.assert_equal(json.loads(json.dumps(rescored["summary"]["ids"])), saved["summary"]["ids"])
+    assert rescored["seconds_per_method"] == saved["seconds_per_method"]
+    with pytest.raises(UserInputError, match="not this suite"):
+        run(dataclasses.replace(cfg, reuse_edits=True, seed=1))
+    with pytest.raises(UserInputError, match="no edits for"):
+        run(dataclasses.replace(cfg, reuse_edits=True, methods=("sds",)))

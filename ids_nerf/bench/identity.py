@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -284,10 +285,10 @@ def load_edits(cfg: IdentityBenchConfig, cases: list[EditCase]) -> tuple[dict[st
 
 def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:
     """Mean and 95% bootstrap interval of each metric, per method, over all edits and per kind."""
-    rng = np.random.default_rng(cfg.seed)
     out: dict[str, dict] = {}
     for method, metrics in rows.items():
         out[method] = {}
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(method.encode())])  # independent of the other methods
         for kind in ("all", "color", "shape", "background"):
             idx = [i for i, c in enumerate(cases) if kind == "all" or c.kind == kind]
             out[method][kind] = {
