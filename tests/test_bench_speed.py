@@ -11,7 +11,7 @@ def test_speed_bench_produces_a_table_and_json(tmp_path, tiny_prior_dir):
     out = tmp_path / "speed.json"
     cfg = SpeedBenchConfig(
         prior=str(tiny_prior_dir),
-        methods=("dds", "ids-n1", "pds"),
+        methods=("dds", "ids-n1", "ids-jf", "pds"),
         repeats=2,
         warmup=1,
         edit_steps=2,
@@ -20,7 +20,8 @@ def test_speed_bench_produces_a_table_and_json(tmp_path, tiny_prior_dir):
     )
     result = run(cfg)
     names = [r["method"] for r in result["rows"]]
-    assert names == ["dds", "ids-n1", "pds", "dds (reference)", "ids N=1 (reference)"]
+    # ids-jf (Jacobian-free FPR) has no official counterpart: no reference row for it
+    assert names == ["dds", "ids-n1", "ids-jf", "pds", "dds (reference)", "ids N=1 (reference)"]
     for r in result["rows"]:
         assert r["median_s"] > 0 and r["tflop_per_step"] > 0 and r["peak_mem_gb"] > 0
     ids_row = next(r for r in result["rows"] if r["method"] == "ids-n1")

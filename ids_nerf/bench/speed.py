@@ -174,7 +174,9 @@ def run(cfg: SpeedBenchConfig) -> dict:
 
     check = {}
     if cfg.reference:
-        iterations = sorted({0, *[3 if m == "ids" else int(m[5:]) for m in cfg.methods if m.startswith("ids")]})
+        # the reference formulation exists for dds and exact-FPR ids (not for Jacobian-free or other variants)
+        exact_ids = [3 if m == "ids" else int(m[5:]) for m in cfg.methods if m == "ids" or m.startswith("ids-n")]
+        iterations = sorted({0, *exact_ids})
         for n in iterations:
             label = "dds (reference)" if n == 0 else f"ids N={n} (reference)"
             ref = ReferenceDistiller(prior, n, seed=cfg.seed)
