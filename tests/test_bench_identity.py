@@ -69,6 +69,8 @@ def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
     with pytest.raises(UserInputError, match="unknown"):
         run(IdentityBenchConfig(out=tmp_path / "c", methods=("foo",)))
     # edits.npz holds every source and edit; --reuse-edits scores them again without editing
+    partial = json.loads((tmp_path / "b" / "results.partial.json").read_text())
+    assert set(partial["seconds_per_method"]) == {"dds", "ids"}
     edits = np.load(tmp_path / "b" / "edits.npz")
     assert set(edits.files) == {"source", "dds", "ids"} and edits["ids"].shape == edits["source"].shape
     assert edits["source"].shape[0] == 3 and edits["source"].dtype == np.uint8

@@ -211,8 +211,10 @@ def run(cfg: IdentityBenchConfig) -> dict:
     unknown = [m for m in cfg.methods if m not in preset_names()]
     if unknown:
         raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(preset_names())}.")
-    if (cfg.out / "results.json").exists() and not (cfg.overwrite or cfg.reuse_edits):
-        raise UserInputError(f"{cfg.out / 'results.json'} exists; pass --overwrite or another --out.")
+    earlier = [f for f in ("results.json", "edits.npz") if (cfg.out / f).exists()]
+    if earlier and not (cfg.overwrite or cfg.reuse_edits):
+        raise UserInputError(f"{cfg.out / earlier[0]} exists (an earlier run); pass --overwrite, --reuse-edits to "
+                             "score its edits again, or another --out.")
     cfg.out.mkdir(parents=True, exist_ok=True)
     prior = DiffusionPrior(PriorConfig(model=cfg.prior, device=cfg.device))
     cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
@@ -241,7 +243,11 @@ def run(cfg: IdentityBenchConfig) -> dict:
                     "fpr_loss_first_mean": float(np.mean(first)),
                     "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
                 }
-        np.savez_compressed(cfg.out / "edits.npz", source=np.stack([c.image for c in cases]), **edits)
+            # saved after every method: an interrupted run keeps what it finished (score it with --reuse-edits)
+            np.savez_compressed(cfg.out / "edits.npz", source=np.stack([c.image for c in cases]), **edits)
+            (cfg.out / "results.partial.json").write_text(
+                json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
+            )
     rows = {m: [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[m], strict=True)] for m in cfg.methods}
     summary = summarize(cases, rows, cfg)
     result = {
@@ -278,8 +284,8 @@ def load_edits(cfg: IdentityBenchConfig, cases: list[EditCase]) -> tuple[dict[st
     if not np.array_equal(saved["source"], np.stack([c.image for c in cases])):
         raise UserInputError(f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
                              "--n-per-kind and --prior as the run that wrote it.")
-    results = cfg.out / "results.json"
-    previous = json.loads(results.read_text()) if results.is_file() else {}
+    results = next((f for f in (cfg.out / "results.json", cfg.out / "results.partial.json") if f.is_file()), None)
+    previous = json.loads(results.read_text()) if results is not None else {}
     return {m: saved[m] for m in cfg.methods}, previous
 
 
