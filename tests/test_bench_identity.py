@@ -63,6 +63,7 @@ def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
     assert saved["n_edits"] == 3 and set(saved["summary"]) == {"dds", "ids"}
     assert "ids" in saved["fpr_diagnostics"] and "dds" not in saved["fpr_diagnostics"]
     assert "| ids |" in (tmp_path / "b" / "results.md").read_text()
+    assert "| ids - dds |" in (tmp_path / "b" / "results.md").read_text() and set(saved["paired_vs_dds"]) == {"ids"}
     assert (tmp_path / "b" / "grid.png").is_file() and result["n_edits"] == 3
     with pytest.raises(UserInputError, match="exists"):
         run(cfg)

@@ -250,12 +250,14 @@ def run(cfg: IdentityBenchConfig) -> dict:
             )
     rows = {m: [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[m], strict=True)] for m in cfg.methods}
     summary = summarize(cases, rows, cfg)
+    paired = paired_differences(rows, cfg)
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "n_edits": len(cases),
         "seconds_per_method": timing,
         "fpr_diagnostics": fpr_diag,
         "summary": summary,
+        "paired_vs_dds": paired,
         "edits": [
             {
                 "kind": c.kind,
@@ -267,7 +269,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
         ],
     }
     (cfg.out / "results.json").write_text(json.dumps(result, indent=1))
-    (cfg.out / "results.md").write_text(markdown_table(summary, cfg.methods, len(cases)))
+    (cfg.out / "results.md").write_text(markdown_table(summary, cfg.methods, len(cases)) + "\n" + paired_table(paired))
     write_grid(cases, edits, cfg.methods, cfg.grid_edits, cfg.out / "grid.png")
     return result
 
@@ -299,9 +301,50 @@ def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityB
             idx = [i for i, c in enumerate(cases) if kind == "all" or c.kind == kind]
             out[method][kind] = {
                 name: bootstrap_ci(np.array([metrics[i][name] for i in idx], dtype=float), cfg.n_bootstrap, rng)
-                for name in ("success", "iou", "bg_psnr", "ssim_untouched")
+                for name in METRICS
             }
     return out
+
+
+METRICS = ("success", "iou", "bg_psnr", "ssim_untouched")
+
+
+def paired_differences(rows: dict[str, list[dict]], cfg: IdentityBenchConfig, baseline: str = "dds") -> dict:
+    """Per-edit differences ``method - baseline`` (same source, same edit), mean and 95% bootstrap interval.
+
+    The per-method intervals of :func:`summarize` include how much the edits differ from one another; the paired
+    ones compare the methods on the same edits. Empty when ``baseline`` was not run.
+    """
+    if baseline not in rows:
+        return {}
+    out: dict[str, dict] = {}
+    for method, metrics in rows.items():
+        if method == baseline:
+            continue
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{method}-{baseline}".encode())])
+        out[method] = {
+            name: bootstrap_ci(
+                np.array([m[name] - b[name] for m, b in zip(metrics, rows[baseline], strict=True)], dtype=float),
+                cfg.n_bootstrap,
+                rng,
+            )
+            for name in METRICS
+        }
+    return out
+
+
+def paired_table(paired: dict, baseline: str = "dds") -> str:
+    """Markdown of :func:`paired_differences`."""
+    if not paired:
+        return ""
+    lines = [
+        f"Paired difference to {baseline}, per edit (mean [95% bootstrap CI]; > 0: higher than {baseline}).",
+        "",
+        "| method | success | object IoU | background PSNR (dB) | SSIM untouched |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {m} - {baseline} | " + " | ".join(_fmt(d[k]) for k in METRICS) + " |" for m, d in paired.items()]
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(summary: dict, methods: tuple[str, ...], n: int) -> str:
@@ -360,6 +403,7 @@ def entrypoint() -> None:
     """Console entry point."""
     cfg, result = run_console("ids-bench-identity", IdentityBenchConfig, run, __doc__)
     print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
+    print(paired_table(result["paired_vs_dds"]))
     print("seconds per method:", {k: round(v, 1) for k, v in result["seconds_per_method"].items()})
     print("FPR diagnostics:", result["fpr_diagnostics"])
     print(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'results.md'}, {cfg.out / 'grid.png'}")
