@@ -14,8 +14,9 @@ Per edit and method:
 - ``ssim_untouched``: mean SSIM between source and edit over the region the edit should not touch (outside the
   dilated object masks for colour/shape edits, the object itself for background edits).
 
-Reported: mean and 95% bootstrap interval per method, a Markdown and JSON table, a PNG grid (source | each method)
-and the FPR loss diagnostics of the FPR methods.
+Reported: mean and 95% bootstrap interval per method, the paired per-edit difference of every method to dds (same
+edits, so the spread between edits cancels), a Markdown and JSON table, a PNG grid (source | each method), the FPR
+loss diagnostics of the FPR methods, and ``edits.npz`` (every source and edit; ``--reuse-edits`` scores them again).
 """
 
 from __future__ import annotations
