@@ -36,6 +36,10 @@ from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 
 EditKind = Literal["color", "shape", "background"]
+METRICS = ("success", "iou", "bg_psnr", "ssim_untouched")
+"""Per-edit metrics, in table order."""
+METRICS_HEADER = ["| method | success | object IoU | background PSNR (dB) | SSIM untouched |", "|---|---|---|---|---|"]
+"""Markdown header of a table with one column per metric of :data:`METRICS`."""
 FLOOR_SWAP = {"checkered": "wooden", "wooden": "checkered"}
 
 
@@ -219,10 +223,11 @@ def run(cfg: IdentityBenchConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     prior = DiffusionPrior(PriorConfig(model=cfg.prior, device=cfg.device))
     cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
+    sources = np.stack([c.image for c in cases])
     timing: dict[str, float] = {}
     fpr_diag: dict[str, dict[str, float]] = {}
     if cfg.reuse_edits:
-        edits, previous = load_edits(cfg, cases)
+        edits, previous = load_edits(cfg, sources)
         timing, fpr_diag = previous.get("seconds_per_method", {}), previous.get("fpr_diagnostics", {})
     else:
         edits = {}
@@ -245,7 +250,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
                     "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
                 }
             # saved after every method: an interrupted run keeps what it finished (score it with --reuse-edits)
-            np.savez_compressed(cfg.out / "edits.npz", source=np.stack([c.image for c in cases]), **edits)
+            np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
             (cfg.out / "results.partial.json").write_text(
                 json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
             )
@@ -275,8 +280,8 @@ def run(cfg: IdentityBenchConfig) -> dict:
     return result
 
 
-def load_edits(cfg: IdentityBenchConfig, cases: list[EditCase]) -> tuple[dict[str, np.ndarray], dict]:
-    """The edits of an earlier run in ``cfg.out`` (checked against this suite) and its results.json."""
+def load_edits(cfg: IdentityBenchConfig, sources: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """The edits of an earlier run in ``cfg.out`` (checked against this suite's ``sources``) and its results."""
     path = cfg.out / "edits.npz"
     if not path.is_file():
         raise UserInputError(f"--reuse-edits: {path} not found; run once without --reuse-edits first.")
@@ -284,7 +289,7 @@ def load_edits(cfg: IdentityBenchConfig, cases: list[EditCase]) -> tuple[dict[st
     missing = [m for m in cfg.methods if m not in saved.files]
     if missing:
         raise UserInputError(f"--reuse-edits: {path} has no edits for {missing}; it holds {saved.files[1:]}.")
-    if not np.array_equal(saved["source"], np.stack([c.image for c in cases])):
+    if not np.array_equal(saved["source"], sources):
         raise UserInputError(f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
                              "--n-per-kind and --prior as the run that wrote it.")
     results = next((f for f in (cfg.out / "results.json", cfg.out / "results.partial.json") if f.is_file()), None)
@@ -305,9 +310,6 @@ def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityB
                 for name in METRICS
             }
     return out
-
-
-METRICS = ("success", "iou", "bg_psnr", "ssim_untouched")
 
 
 def paired_differences(rows: dict[str, list[dict]], cfg: IdentityBenchConfig, baseline: str = "dds") -> dict:
@@ -341,8 +343,7 @@ def paired_table(paired: dict, baseline: str = "dds") -> str:
     lines = [
         f"Paired difference to {baseline}, per edit (mean [95% bootstrap CI]; > 0: higher than {baseline}).",
         "",
-        "| method | success | object IoU | background PSNR (dB) | SSIM untouched |",
-        "|---|---|---|---|---|",
+        *METRICS_HEADER,
     ]
     lines += [f"| {m} - {baseline} | " + " | ".join(_fmt(d[k]) for k in METRICS) + " |" for m, d in paired.items()]
     return "\n".join(lines) + "\n"
@@ -353,14 +354,10 @@ def markdown_table(summary: dict, methods: tuple[str, ...], n: int) -> str:
     lines = [
         f"Identity benchmark, {n} edits (mean [95% bootstrap CI]).",
         "",
-        "| method | success | object IoU | background PSNR (dB) | SSIM untouched |",
-        "|---|---|---|---|---|",
+        *METRICS_HEADER,
     ]
     for m in methods:
-        s = summary[m]["all"]
-        lines.append(
-            f"| {m} | " + " | ".join(_fmt(s[k]) for k in ("success", "iou", "bg_psnr", "ssim_untouched")) + " |"
-        )
+        lines.append(f"| {m} | " + " | ".join(_fmt(summary[m]["all"][k]) for k in METRICS) + " |")
     lines += ["", "| method | success colour | success shape | success background |", "|---|---|---|---|"]
     for m in methods:
         lines.append(

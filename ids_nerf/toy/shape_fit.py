@@ -24,7 +24,7 @@ import numpy as np
 import tyro
 from tqdm import tqdm
 
-from ids_nerf.toy.detectors import SHAPE_CLASSIFIER_PATH, shape_feature_vector
+from ids_nerf.toy.detectors import SHAPE_CLASSIFIER_PATH, SHAPE_FEATURE_NAMES, shape_feature_vector
 from ids_nerf.toy.scenes import SHAPES, GenerationConfig, SceneSpec, generate_one
 
 
@@ -107,8 +107,6 @@ def main(cfg: ShapeFitConfig) -> dict[str, Any]:
     """Fit and write the classifier; returns what was written."""
     x, y = fitting_data(cfg)
     model = fit_logistic(x, y, len(SHAPES), cfg.l2, cfg.iterations, cfg.learning_rate)
-    from ids_nerf.toy.detectors import SHAPE_FEATURE_NAMES
-
     out: dict[str, Any] = {"classes": list(SHAPES), "features": list(SHAPE_FEATURE_NAMES), **model,
                            "n_fit": int(len(y)), "config": {k: v for k, v in asdict(cfg).items() if k != "out"}}
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
