@@ -218,8 +218,10 @@ def run(cfg: IdentityBenchConfig) -> dict:
         raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(preset_names())}.")
     earlier = [f for f in ("results.json", "edits.npz") if (cfg.out / f).exists()]
     if earlier and not (cfg.overwrite or cfg.reuse_edits):
-        raise UserInputError(f"{cfg.out / earlier[0]} exists (an earlier run); pass --overwrite, --reuse-edits to "
-                             "score its edits again, or another --out.")
+        raise UserInputError(
+            f"{cfg.out / earlier[0]} exists (an earlier run); pass --overwrite, --reuse-edits to "
+            "score its edits again, or another --out."
+        )
     cfg.out.mkdir(parents=True, exist_ok=True)
     prior = DiffusionPrior(PriorConfig(model=cfg.prior, device=cfg.device))
     cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
@@ -290,8 +292,10 @@ def load_edits(cfg: IdentityBenchConfig, sources: np.ndarray) -> tuple[dict[str,
     if missing:
         raise UserInputError(f"--reuse-edits: {path} has no edits for {missing}; it holds {saved.files[1:]}.")
     if not np.array_equal(saved["source"], sources):
-        raise UserInputError(f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
-                             "--n-per-kind and --prior as the run that wrote it.")
+        raise UserInputError(
+            f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
+            "--n-per-kind and --prior as the run that wrote it."
+        )
     results = next((f for f in (cfg.out / "results.json", cfg.out / "results.partial.json") if f.is_file()), None)
     previous = json.loads(results.read_text()) if results is not None else {}
     return {m: saved[m] for m in cfg.methods}, previous

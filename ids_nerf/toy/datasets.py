@@ -115,20 +115,33 @@ def write_blender(
     cams = {
         "train": [sample_camera_for_scene(rng, scene, size, size, fov_deg=fov_deg) for _ in range(n_train)],
         "val": [sample_camera_for_scene(rng, scene, size, size, fov_deg=fov_deg) for _ in range(n_val)],
-        "test": orbit_cameras(n_test, size, size, radius=2.25 + 1.85 * radius, elevation_deg=30.0, fov_deg=fov_deg,
-                              target=tuple(center)),
+        "test": orbit_cameras(
+            n_test, size, size, radius=2.25 + 1.85 * radius, elevation_deg=30.0, fov_deg=fov_deg, target=tuple(center)
+        ),
     }
     for split, split_cams in cams.items():
         frames = []
         for i, cam in enumerate(split_cams):
             stem = out / split / f"r_{i}"
             _save_view(scene, cam, stem.with_suffix(".png"), stem, supersample)
-            frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0,
-                           "transform_matrix": np.asarray(cam.c2w).tolist()})
+            frames.append(
+                {"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": np.asarray(cam.c2w).tolist()}
+            )
         transforms = {"camera_angle_x": math.radians(fov_deg), "frames": frames}
         (out / f"transforms_{split}.json").write_text(json.dumps(transforms, indent=2))
-    _write_scene_json(scene, out, {"layout": "blender", "size": size, "seed": seed, "fov_deg": fov_deg,
-                                   "n_train": n_train, "n_val": n_val, "n_test": n_test})
+    _write_scene_json(
+        scene,
+        out,
+        {
+            "layout": "blender",
+            "size": size,
+            "seed": seed,
+            "fov_deg": fov_deg,
+            "n_train": n_train,
+            "n_val": n_val,
+            "n_test": n_test,
+        },
+    )
     return cams
 
 
@@ -213,12 +226,16 @@ def write_llff(
         name = f"IMG_{i:04d}"
         depth = _save_view(scene, cam, out / "images" / f"{name}.png", out / "gt" / name, supersample)
         finite = depth[np.isfinite(depth)]
-        near, far = (float(np.percentile(finite, 1.0)), float(np.percentile(finite, 99.0))) if finite.size else (
-            0.1, 100.0)
+        near, far = (
+            (float(np.percentile(finite, 1.0)), float(np.percentile(finite, 99.0))) if finite.size else (0.1, 100.0)
+        )
         rows.append(_llff_row(cam, near, far))
     np.save(out / "poses_bounds.npy", np.stack(rows))
-    _write_scene_json(scene, out, {"layout": "llff", "width": width, "height": height, "seed": seed,
-                                   "fov_deg": fov_deg, "n_views": n_views})
+    _write_scene_json(
+        scene,
+        out,
+        {"layout": "llff", "width": width, "height": height, "seed": seed, "fov_deg": fov_deg, "n_views": n_views},
+    )
     return cams
 
 

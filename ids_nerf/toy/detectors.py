@@ -113,7 +113,7 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     out = np.ones_like(mask, dtype=bool)
     for dy in range(3):
         for dx in range(3):
-            out &= p[dy:dy + h, dx:dx + w]
+            out &= p[dy : dy + h, dx : dx + w]
     return out
 
 
@@ -124,7 +124,7 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     out = np.zeros_like(mask, dtype=bool)
     for dy in range(3):
         for dx in range(3):
-            out |= p[dy:dy + h, dx:dx + w]
+            out |= p[dy : dy + h, dx : dx + w]
     return out
 
 
@@ -220,11 +220,27 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 SHAPE_FEATURE_NAMES: tuple[str, ...] = (
-    "ellipse_iou", "aspect", "extent",
+    "ellipse_iou",
+    "aspect",
+    "extent",
     *(f"width_{q}" for q in (5, 15, 30, 50, 70, 85, 95)),
-    "eta_trace", "eta_diff", "eta11", "eta30", "eta03", "eta21", "eta12",
-    "top_slope", "top_curvature", "top_corner", "bottom_slope", "bottom_curvature", "bottom_corner",
-    "shade_dx_mean", "shade_dx_median", "shade_dy_mean", "log_area",
+    "eta_trace",
+    "eta_diff",
+    "eta11",
+    "eta30",
+    "eta03",
+    "eta21",
+    "eta12",
+    "top_slope",
+    "top_curvature",
+    "top_corner",
+    "bottom_slope",
+    "bottom_curvature",
+    "bottom_corner",
+    "shade_dx_mean",
+    "shade_dx_median",
+    "shade_dy_mean",
+    "log_area",
 )
 """Names of the features of :func:`shape_features`, in the order of :func:`shape_feature_vector`."""
 
@@ -300,11 +316,23 @@ def shape_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     steps_x = np.abs(np.diff(v, axis=1))[inner[:, 1:] & inner[:, :-1]]
     steps_y = np.abs(np.diff(v, axis=0))[inner[1:] & inner[:-1]]
     values = [
-        iou, hh / float(ww), area / float(hh * ww), *wq,
-        eta(2, 0) + eta(0, 2), eta(2, 0) - eta(0, 2), eta(1, 1), eta(3, 0), eta(0, 3), eta(2, 1), eta(1, 2),
-        *top_fit, *bottom_fit,
-        float(steps_x.mean()) if steps_x.size else 0.0, float(np.median(steps_x)) if steps_x.size else 0.0,
-        float(steps_y.mean()) if steps_y.size else 0.0, math.log(area),
+        iou,
+        hh / float(ww),
+        area / float(hh * ww),
+        *wq,
+        eta(2, 0) + eta(0, 2),
+        eta(2, 0) - eta(0, 2),
+        eta(1, 1),
+        eta(3, 0),
+        eta(0, 3),
+        eta(2, 1),
+        eta(1, 2),
+        *top_fit,
+        *bottom_fit,
+        float(steps_x.mean()) if steps_x.size else 0.0,
+        float(np.median(steps_x)) if steps_x.size else 0.0,
+        float(steps_y.mean()) if steps_y.size else 0.0,
+        math.log(area),
     ]
     return dict(zip(SHAPE_FEATURE_NAMES, map(float, values), strict=True))
 
@@ -321,8 +349,9 @@ def shape_feature_vector(image: np.ndarray, mask: np.ndarray | None = None) -> n
 def _shape_classifier() -> dict[str, np.ndarray]:
     data = json.loads(SHAPE_CLASSIFIER_PATH.read_text())
     if tuple(data["features"]) != SHAPE_FEATURE_NAMES or tuple(data["classes"]) != SHAPES:
-        raise RuntimeError(f"{SHAPE_CLASSIFIER_PATH} was fitted on other features; refit it with "
-                           "`python -m ids_nerf.toy.shape_fit`.")
+        raise RuntimeError(
+            f"{SHAPE_CLASSIFIER_PATH} was fitted on other features; refit it with `python -m ids_nerf.toy.shape_fit`."
+        )
     return {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "std", "weights", "bias")}
 
 

@@ -94,8 +94,15 @@ def single_object_prompts(n: int) -> list[PromptSpec]:
 
 
 @torch.no_grad()
-def sample(prior: Any, prompts: list[str], steps: int = 50, guidance_scale: float = 7.5, seed: int = 0,
-           batch_size: int = 50, progress: bool = True) -> torch.Tensor:
+def sample(
+    prior: Any,
+    prompts: list[str],
+    steps: int = 50,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    batch_size: int = 50,
+    progress: bool = True,
+) -> torch.Tensor:
     """DDIM samples (eta 0) of a :class:`~ids_nerf.guidance.prior.DiffusionPrior`, images (N, 3, H, W) in [0, 1].
 
     The initial noise of sample ``i`` depends only on ``seed`` and ``i`` (not on ``batch_size``).
@@ -131,10 +138,16 @@ def score(images: np.ndarray, specs: list[PromptSpec]) -> dict[str, Any]:
         per.append({"prompt": spec.prompt, "color": dominant_color(img), "shape": shape_class(img)})
     color_ok = [p["color"] == s.color for p, s in zip(per, specs, strict=True)]
     shape_ok = [p["shape"] == s.shape for p, s in zip(per, specs, strict=True)]
-    by_color = {c: float(np.mean([ok for ok, s in zip(color_ok, specs, strict=True) if s.color == c]))
-                for c in COLORS if any(s.color == c for s in specs)}
-    by_shape = {k: float(np.mean([ok for ok, s in zip(shape_ok, specs, strict=True) if s.shape == k]))
-                for k in SHAPES if any(s.shape == k for s in specs)}
+    by_color = {
+        c: float(np.mean([ok for ok, s in zip(color_ok, specs, strict=True) if s.color == c]))
+        for c in COLORS
+        if any(s.color == c for s in specs)
+    }
+    by_shape = {
+        k: float(np.mean([ok for ok, s in zip(shape_ok, specs, strict=True) if s.shape == k]))
+        for k in SHAPES
+        if any(s.shape == k for s in specs)
+    }
     confusion: dict[str, dict[str, int]] = {k: {} for k in SHAPES}
     for p, s in zip(per, specs, strict=True):
         confusion[s.shape][p["shape"]] = confusion[s.shape].get(p["shape"], 0) + 1
@@ -150,8 +163,14 @@ def score(images: np.ndarray, specs: list[PromptSpec]) -> dict[str, Any]:
     }
 
 
-def evaluate_samples(prior: Any, specs: list[PromptSpec], steps: int = 50, guidance_scale: float = 7.5,
-                     seed: int = 0, batch_size: int = 50) -> dict[str, Any]:
+def evaluate_samples(
+    prior: Any,
+    specs: list[PromptSpec],
+    steps: int = 50,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    batch_size: int = 50,
+) -> dict[str, Any]:
     """Sample every prompt of ``specs`` and :func:`score` the results (the uint8 images under ``"images"``)."""
     images = to_uint8_images(sample(prior, [s.prompt for s in specs], steps, guidance_scale, seed, batch_size))
     return {**score(images, specs), "images": images}
@@ -183,8 +202,14 @@ def vae_round_trip(prior: Any, images: np.ndarray, batch_size: int = 100) -> np.
     return np.concatenate(out)
 
 
-def save_grid(images: np.ndarray, specs: list[PromptSpec], results: list[dict[str, Any]], path: Path,
-              columns: int = 8, scale: int = 2) -> Path:
+def save_grid(
+    images: np.ndarray,
+    specs: list[PromptSpec],
+    results: list[dict[str, Any]],
+    path: Path,
+    columns: int = 8,
+    scale: int = 2,
+) -> Path:
     """PNG grid: each sample (upscaled) above its prompt and the detected colour/shape (``ok``/``X`` marks)."""
     from PIL import Image, ImageDraw
 
@@ -219,8 +244,13 @@ def run_quality(cfg: QualityConfig) -> dict[str, Any]:
     images = res.pop("images")
     if cfg.samples_out is not None:
         Path(cfg.samples_out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cfg.samples_out, images=images, colors=[s.color for s in specs],
-                            shapes=[s.shape for s in specs], floors=[s.floor for s in specs])
+        np.savez_compressed(
+            cfg.samples_out,
+            images=images,
+            colors=[s.color for s in specs],
+            shapes=[s.shape for s in specs],
+            floors=[s.floor for s in specs],
+        )
     if cfg.grid is not None:
         k = min(56, len(images))
         save_grid(images[:k], specs[:k], res["per_prompt"][:k], cfg.grid)
@@ -255,13 +285,17 @@ def run_quality(cfg: QualityConfig) -> dict[str, Any]:
 def _print_report(out: dict[str, Any], cfg: QualityConfig) -> None:
     s = out["samples"]
     print(f"prior: {out['prior']}")
-    print(f"{s['n']} samples, DDIM {cfg.steps} steps, CFG {cfg.guidance_scale}, seed {cfg.seed} "
-          f"({out['sampling']['time_s']:.0f} s)")
+    print(
+        f"{s['n']} samples, DDIM {cfg.steps} steps, CFG {cfg.guidance_scale}, seed {cfg.seed} "
+        f"({out['sampling']['time_s']:.0f} s)"
+    )
     print("  colour by colour: " + ", ".join(f"{k} {v:.2f}" for k, v in s["color_accuracy_by_color"].items()))
     print("  shape by shape:   " + ", ".join(f"{k} {v:.2f}" for k, v in s["shape_accuracy_by_shape"].items()))
     print(f"  shape confusion (true -> detected): {json.dumps(s['shape_confusion'])}")
-    print(f"VAE round trip on {out['vae_n_images']} held-out scenes: mean PSNR {out['vae_psnr_mean']:.2f} dB "
-          f"(5th percentile {out['vae_psnr_p05']:.2f}, min {out['vae_psnr_min']:.2f})")
+    print(
+        f"VAE round trip on {out['vae_n_images']} held-out scenes: mean PSNR {out['vae_psnr_mean']:.2f} dB "
+        f"(5th percentile {out['vae_psnr_p05']:.2f}, min {out['vae_psnr_min']:.2f})"
+    )
     for name, (value, gate, ok) in out["gates"].items():
         unit = " dB" if name == "vae_psnr" else ""
         print(f"gate {name:9s}: {value:.3f}{unit} (>= {gate}{unit}) {'PASS' if ok else 'FAIL'}")

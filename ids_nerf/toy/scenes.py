@@ -116,8 +116,9 @@ class ObjectSpec:
     def from_dict(d: dict[str, Any]) -> ObjectSpec:
         """Inverse of :meth:`to_dict`."""
         c = d["center"]
-        return ObjectSpec(d["shape"], d["color"], (float(c[0]), float(c[1]), float(c[2])), float(d["size"]),
-                          float(d.get("yaw", 0.0)))
+        return ObjectSpec(
+            d["shape"], d["color"], (float(c[0]), float(c[1]), float(c[2])), float(d["size"]), float(d.get("yaw", 0.0))
+        )
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,12 @@ class Camera:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly representation."""
-        return {"c2w": np.asarray(self.c2w).tolist(), "fov_x": float(self.fov_x), "width": int(self.width),
-                "height": int(self.height)}
+        return {
+            "c2w": np.asarray(self.c2w).tolist(),
+            "fov_x": float(self.fov_x),
+            "width": int(self.width),
+            "height": int(self.height),
+        }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Camera:
@@ -350,14 +355,16 @@ def scene_extent(scene: SceneSpec) -> tuple[np.ndarray, float]:
         return np.array([0.0, 0.0, 0.3]), 0.5
     xy = np.array([o.center[:2] for o in scene.objects])
     center = 0.5 * (xy.min(axis=0) + xy.max(axis=0))
-    radius = max(float(np.hypot(*(np.asarray(o.center[:2]) - center))) + footprint_radius(o.shape, o.size)
-                 for o in scene.objects)
+    radius = max(
+        float(np.hypot(*(np.asarray(o.center[:2]) - center))) + footprint_radius(o.shape, o.size) for o in scene.objects
+    )
     z = float(np.mean([o.size for o in scene.objects]))
     return np.array([center[0], center[1], z]), radius
 
 
-def sample_camera_for_scene(rng: np.random.Generator, scene: SceneSpec, width: int = 64, height: int = 64,
-                            **kwargs: Any) -> Camera:
+def sample_camera_for_scene(
+    rng: np.random.Generator, scene: SceneSpec, width: int = 64, height: int = 64, **kwargs: Any
+) -> Camera:
     """:func:`sample_camera` aimed at the scene's centre from a distance that frames all of its objects.
 
     ``kwargs`` override :func:`sample_camera`'s arguments (``radius_range``, ``target``, ...).
@@ -586,8 +593,7 @@ def _screen_rect(obj: ObjectSpec, camera: Camera, s: int) -> tuple[int, int, int
     return r0, r1, c0, c1
 
 
-def trace(scene: SceneSpec, camera: Camera, dirs: np.ndarray,
-          s: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def trace(scene: SceneSpec, camera: Camera, dirs: np.ndarray, s: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Closest hits of the camera's grid of rays ``dirs`` (3, H*s, W*s) (see ``_grid_dirs``).
 
     Returns ``t`` (H*s, W*s) (the z-depth; ``inf``: sky), hit ids (H*s, W*s) (-2 sky, -1 floor, k: object k)
@@ -687,8 +693,9 @@ def sky_color(dir_z: np.ndarray) -> np.ndarray:
     return horizon + (zenith - horizon) * w
 
 
-def _shade(scene: SceneSpec, eye: np.ndarray, d: np.ndarray, t: np.ndarray, ids: np.ndarray, normals: np.ndarray,
-           focal: float) -> np.ndarray:
+def _shade(
+    scene: SceneSpec, eye: np.ndarray, d: np.ndarray, t: np.ndarray, ids: np.ndarray, normals: np.ndarray, focal: float
+) -> np.ndarray:
     """Colour (3, N) of rays from ``eye`` along ``d`` (3, N) given their hits ``t``, ``ids`` (N,), ``normals``."""
     light = np.asarray(scene.light_dir, dtype=np.float64)
     light = light / np.linalg.norm(light)
@@ -761,8 +768,9 @@ class GenerationConfig:
     """Keyword arguments overriding :func:`sample_camera_for_scene`'s framing (e.g. ``radius_range``)."""
 
 
-def generate_one(index: int, size: int = 64, seed: int = 0,
-                 config: GenerationConfig | None = None) -> tuple[np.ndarray, str, dict[str, Any]]:
+def generate_one(
+    index: int, size: int = 64, seed: int = 0, config: GenerationConfig | None = None
+) -> tuple[np.ndarray, str, dict[str, Any]]:
     """Image ``index`` of the stream :func:`generate_images` yields for ``seed`` (random access)."""
     cfg = config or GenerationConfig()
     rng = np.random.default_rng([int(seed), int(index)])
@@ -779,8 +787,9 @@ def generate_one(index: int, size: int = 64, seed: int = 0,
     return to_uint8(out.rgb), caption(scene), meta
 
 
-def generate_images(n: int, size: int = 64, seed: int = 0,
-                    config: GenerationConfig | None = None) -> Iterator[tuple[np.ndarray, str, dict[str, Any]]]:
+def generate_images(
+    n: int, size: int = 64, seed: int = 0, config: GenerationConfig | None = None
+) -> Iterator[tuple[np.ndarray, str, dict[str, Any]]]:
     """Yield ``n`` tuples ``(uint8 image (size, size, 3), caption, metadata)``, fully determined by ``seed``.
 
     Image ``i`` draws everything from ``np.random.default_rng([seed, i])``, so any prefix of the stream is the
@@ -791,8 +800,9 @@ def generate_images(n: int, size: int = 64, seed: int = 0,
         yield generate_one(i, size, seed, config)
 
 
-def generate_arrays(n: int, size: int = 64, seed: int = 0,
-                    config: GenerationConfig | None = None) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+def generate_arrays(
+    n: int, size: int = 64, seed: int = 0, config: GenerationConfig | None = None
+) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """:func:`generate_images` collected into a uint8 array (n, size, size, 3), captions and metadata."""
     images, caps, metas = [], [], []
     for img, cap, meta in generate_images(n, size, seed, config):

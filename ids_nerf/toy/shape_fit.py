@@ -84,8 +84,9 @@ def fitting_data(cfg: ShapeFitConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(feats), np.array(labels)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iterations: int,
-                 learning_rate: float) -> dict[str, Any]:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iterations: int, learning_rate: float
+) -> dict[str, Any]:
     """Multinomial logistic regression on standardised features by full-batch gradient descent."""
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
     z = (x - mean) / std
@@ -99,16 +100,26 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iterat
         weights -= learning_rate * (z.T @ (prob - onehot) / len(z) + l2 * weights)
         bias -= learning_rate * (prob - onehot).mean(axis=0)
     accuracy = float(((z @ weights + bias).argmax(axis=1) == y).mean())
-    return {"mean": mean.tolist(), "std": std.tolist(), "weights": weights.tolist(), "bias": bias.tolist(),
-            "fit_accuracy": accuracy}
+    return {
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "weights": weights.tolist(),
+        "bias": bias.tolist(),
+        "fit_accuracy": accuracy,
+    }
 
 
 def main(cfg: ShapeFitConfig) -> dict[str, Any]:
     """Fit and write the classifier; returns what was written."""
     x, y = fitting_data(cfg)
     model = fit_logistic(x, y, len(SHAPES), cfg.l2, cfg.iterations, cfg.learning_rate)
-    out: dict[str, Any] = {"classes": list(SHAPES), "features": list(SHAPE_FEATURE_NAMES), **model,
-                           "n_fit": int(len(y)), "config": {k: v for k, v in asdict(cfg).items() if k != "out"}}
+    out: dict[str, Any] = {
+        "classes": list(SHAPES),
+        "features": list(SHAPE_FEATURE_NAMES),
+        **model,
+        "n_fit": int(len(y)),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "out"},
+    }
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(out, indent=1))
     print(f"fitted on {len(y)} images: accuracy {model['fit_accuracy']:.3f}; wrote {cfg.out}")

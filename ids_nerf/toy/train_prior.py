@@ -180,8 +180,14 @@ def _render_range(args: tuple[int, int, int, int, float]) -> tuple[np.ndarray, l
     return np.stack(images), captions
 
 
-def generate_dataset(n: int, size: int, seed: int, single_object_fraction: float = SINGLE_OBJECT_FRACTION,
-                     workers: int = 1, desc: str = "scenes") -> tuple[np.ndarray, list[str]]:
+def generate_dataset(
+    n: int,
+    size: int,
+    seed: int,
+    single_object_fraction: float = SINGLE_OBJECT_FRACTION,
+    workers: int = 1,
+    desc: str = "scenes",
+) -> tuple[np.ndarray, list[str]]:
     """``n`` captioned scenes as uint8 (n, size, size, 3) and captions; the same for any ``workers``."""
     chunk = 250
     jobs = [(s, min(s + chunk, n), size, seed, single_object_fraction) for s in range(0, n, chunk)]
@@ -241,17 +247,19 @@ def build_text_encoder(cfg: TrainPriorConfig) -> nn.Module:
     """A CLIPTextModel over CLIP's 49,408-token vocabulary with fresh weights."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=cfg.text_hidden_size,
-        intermediate_size=cfg.text_intermediate_size,
-        num_hidden_layers=cfg.text_layers,
-        num_attention_heads=cfg.text_heads,
-        max_position_embeddings=77,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=49407,
-    ))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=cfg.text_hidden_size,
+            intermediate_size=cfg.text_intermediate_size,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
 
 
 def build_unet(cfg: TrainPriorConfig) -> nn.Module:
@@ -335,8 +343,10 @@ class Stopwatch:
         """``{"wall": s, "cpu": s}`` so far."""
         if self._since is None:
             return {"wall": self.wall, "cpu": self.cpu}
-        return {"wall": self.wall + time.perf_counter() - self._since[0],
-                "cpu": self.cpu + self._cpu_now() - self._since[1]}
+        return {
+            "wall": self.wall + time.perf_counter() - self._since[0],
+            "cpu": self.cpu + self._cpu_now() - self._since[1],
+        }
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -381,11 +391,30 @@ class Ema:
 
 
 _DATA_FIELDS = ("seed", "image_size", "n_train", "single_object_fraction")
-_VAE_FIELDS = _DATA_FIELDS + ("vae_channels", "vae_layers_per_block", "vae_steps", "vae_batch_size", "vae_crop",
-                              "vae_lr", "vae_kl_weight", "warmup_steps", "grad_clip")
+_VAE_FIELDS = _DATA_FIELDS + (
+    "vae_channels",
+    "vae_layers_per_block",
+    "vae_steps",
+    "vae_batch_size",
+    "vae_crop",
+    "vae_lr",
+    "vae_kl_weight",
+    "warmup_steps",
+    "grad_clip",
+)
 _DECODER_FIELDS = ("decoder_steps", "decoder_batch_size", "decoder_lr")
-_NOT_TRAINING = ("out", "work_dir", "resume", "threads", "workers", "eval_every", "eval_samples", "save_dtype",
-                 "final_eval", "checkpoint_every")
+_NOT_TRAINING = (
+    "out",
+    "work_dir",
+    "resume",
+    "threads",
+    "workers",
+    "eval_every",
+    "eval_samples",
+    "save_dtype",
+    "final_eval",
+    "checkpoint_every",
+)
 
 
 def stage_key(cfg: TrainPriorConfig, stage: Literal["data", "vae", "decoder", "unet"]) -> str:
@@ -469,9 +498,17 @@ def train_vae(cfg: TrainPriorConfig, images: Tensor, work: Path) -> tuple[nn.Mod
             psnr = 10 * math.log10(4.0 / max(l2.item(), 1e-12))  # images span 2 in [-1, 1]
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr:.1f}", kl=f"{kl.item():.2f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.vae_steps:
-            _save_atomic({"vae": vae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "gen": gen.get_state(), "step": step + 1,
-                          "seconds": clock.read()}, ckpt)
+            _save_atomic(
+                {
+                    "vae": vae.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": step + 1,
+                    "seconds": clock.read(),
+                },
+                ckpt,
+            )
     bar.close()
     vae.eval()
     seconds = clock.stop().read()
@@ -480,8 +517,9 @@ def train_vae(cfg: TrainPriorConfig, images: Tensor, work: Path) -> tuple[nn.Mod
     return vae, seconds
 
 
-def finetune_decoder(cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, means: Tensor, stds: Tensor,
-                     work: Path) -> dict[str, float]:
+def finetune_decoder(
+    cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, means: Tensor, stds: Tensor, work: Path
+) -> dict[str, float]:
     """Stage 3b: fine-tune ``post_quant_conv`` + decoder in place on whole images; resumable.
 
     ``means``/``stds`` are the cached posteriors of ``images`` followed by those of the mirror images (see
@@ -531,8 +569,17 @@ def finetune_decoder(cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, mean
         if step % 10 == 0:
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{10 * math.log10(4.0 / max(l2.item(), 1e-12)):.1f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.decoder_steps:
-            _save_atomic({"modules": modules.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "gen": gen.get_state(), "step": step + 1, "seconds": clock.read()}, ckpt)
+            _save_atomic(
+                {
+                    "modules": modules.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": step + 1,
+                    "seconds": clock.read(),
+                },
+                ckpt,
+            )
     bar.close()
     vae.requires_grad_(True)
     vae.eval()
@@ -547,8 +594,7 @@ def encode_images(vae: nn.Module, images: Tensor, batch_size: int = 128, desc: s
     """Posterior means and stds (unscaled) of uint8 images (N, H, W, 3) and of their mirror images (2N, ...)."""
     means, stds = [], []
     for flip in (False, True):
-        for s in tqdm(range(0, images.shape[0], batch_size), desc=desc + (" (mirrored)" if flip else ""),
-                      leave=False):
+        for s in tqdm(range(0, images.shape[0], batch_size), desc=desc + (" (mirrored)" if flip else ""), leave=False):
             x = to_model_range(images[s : s + batch_size])
             dist = vae.encode(x.flip(-1) if flip else x).latent_dist
             means.append(dist.mean)
@@ -563,14 +609,22 @@ def latent_scaling_factor(means: Tensor) -> float:
 
 def tokenize(tokenizer: Any, prompts: list[str]) -> Tensor:
     """Token ids (N, 77), padded with ``<|endoftext|>`` as SD 1.x does."""
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
-def train_unet(cfg: TrainPriorConfig, means: Tensor, stds: Tensor, caption_ids: Tensor, tokens: Tensor,
-               empty_id: int, scaling_factor: float, work: Path,
-               evaluate: Callable[[nn.Module, nn.Module, int], dict[str, Any]] | None = None,
-               ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+def train_unet(
+    cfg: TrainPriorConfig,
+    means: Tensor,
+    stds: Tensor,
+    caption_ids: Tensor,
+    tokens: Tensor,
+    empty_id: int,
+    scaling_factor: float,
+    work: Path,
+    evaluate: Callable[[nn.Module, nn.Module, int], dict[str, Any]] | None = None,
+) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Stage 4: text encoder + UNet on (latent, caption) pairs; resumable.
 
     ``caption_ids[i]`` indexes ``tokens`` for latent ``i``; ``tokens[empty_id]`` is the empty prompt. Returns
@@ -645,9 +699,20 @@ def train_unet(cfg: TrainPriorConfig, means: Tensor, stds: Tensor, caption_ids: 
             clock.start()
         if done % cfg.checkpoint_every == 0 and done < cfg.unet_steps:
             spent = clock.read()
-            _save_atomic({"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
-                          "opt": opt.state_dict(), "sched": sched.state_dict(), "ema": ema.state_dict(),
-                          "gen": gen.get_state(), "step": done, "history": history, "seconds": spent}, ckpt)
+            _save_atomic(
+                {
+                    "text_encoder": text_encoder.state_dict(),
+                    "unet": unet.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "ema": ema.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": done,
+                    "history": history,
+                    "seconds": spent,
+                },
+                ckpt,
+            )
     bar.close()
     te, un = _ema_copies(text_encoder, unet, ema)
     info = {"seconds": clock.stop().read(), "history": history, "final_loss": avg}
@@ -663,8 +728,9 @@ def _ema_copies(text_encoder: nn.Module, unet: nn.Module, ema: Ema) -> tuple[nn.
     return te.eval(), un.eval()
 
 
-def save_pipeline(out: Path, vae: nn.Module, text_encoder: nn.Module, unet: nn.Module,
-                  dtype: torch.dtype = torch.float16) -> Path:
+def save_pipeline(
+    out: Path, vae: nn.Module, text_encoder: nn.Module, unet: nn.Module, dtype: torch.dtype = torch.float16
+) -> Path:
     """Write a StableDiffusionPipeline folder (DDIM scheduler, offline CLIP tokenizer) to ``out``, replacing it."""
     from diffusers import StableDiffusionPipeline
 
@@ -698,8 +764,9 @@ def folder_size_mb(path: Path) -> float:
 # ----------------------------------------------------------------------------------------------- main
 
 
-def _in_training_evaluator(cfg: TrainPriorConfig, vae: nn.Module, work: Path
-                           ) -> Callable[[nn.Module, nn.Module, int], dict[str, Any]]:
+def _in_training_evaluator(
+    cfg: TrainPriorConfig, vae: nn.Module, work: Path
+) -> Callable[[nn.Module, nn.Module, int], dict[str, Any]]:
     """A small sampling evaluation of EMA weights through the real loading path (fp32 folder in ``work``)."""
     from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
     from ids_nerf.toy.quality import evaluate_samples, single_object_prompts
@@ -722,8 +789,9 @@ def load_data(cfg: TrainPriorConfig, work: Path) -> tuple[np.ndarray, list[str],
             seconds = {"wall": float(d["seconds"]), "cpu": float(d["cpu_seconds"]) if "cpu_seconds" in d else -1.0}
             return d["images"], [str(c) for c in d["captions"]], seconds
     clock = Stopwatch().start()
-    images, captions = generate_dataset(cfg.n_train, cfg.image_size, cfg.seed, cfg.single_object_fraction,
-                                        cfg.workers, desc="training scenes")
+    images, captions = generate_dataset(
+        cfg.n_train, cfg.image_size, cfg.seed, cfg.single_object_fraction, cfg.workers, desc="training scenes"
+    )
     seconds = clock.stop().read()
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, images=images, captions=np.array(captions), seconds=seconds["wall"], cpu_seconds=seconds["cpu"])
@@ -738,8 +806,7 @@ def load_latents(cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, work: Pa
         return _load(path)
     clock = Stopwatch().start()
     means, stds = encode_images(vae, images)
-    lat = {"means": means, "stds": stds, "scaling_factor": latent_scaling_factor(means),
-           "seconds": clock.stop().read()}
+    lat = {"means": means, "stds": stds, "scaling_factor": latent_scaling_factor(means), "seconds": clock.stop().read()}
     _save_atomic(lat, path)
     return lat
 
@@ -771,10 +838,14 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
     timings["decoder"] = finetune_decoder(cfg, vae, images, means, stds, work)
     vae.register_to_config(scaling_factor=scaling_factor)
     scaled = means * scaling_factor
-    latent_stats = {"scaling_factor": scaling_factor, "scaled_mean": float(scaled.mean()),
-                    "scaled_std": float(scaled.std()), "channel_means": scaled.mean(dim=(0, 2, 3)).tolist(),
-                    "channel_stds": scaled.std(dim=(0, 2, 3)).tolist(),
-                    "posterior_std_mean": float(stds.mean() * scaling_factor)}
+    latent_stats = {
+        "scaling_factor": scaling_factor,
+        "scaled_mean": float(scaled.mean()),
+        "scaled_std": float(scaled.std()),
+        "channel_means": scaled.mean(dim=(0, 2, 3)).tolist(),
+        "channel_stds": scaled.std(dim=(0, 2, 3)).tolist(),
+        "posterior_std_mean": float(stds.mean() * scaling_factor),
+    }
     print(f"latents: {tuple(means.shape)}, {json.dumps(latent_stats)}")
 
     with _quiet_tmp(work / "_tok") as tok_dir:
@@ -784,8 +855,9 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
     lookup = {c: i for i, c in enumerate(unique)}
     caption_ids = torch.tensor([lookup[c] for c in captions] * 2)  # the mirrored copies share captions
     evaluate = _in_training_evaluator(cfg, vae, work) if cfg.eval_every > 0 else None
-    text_encoder, unet, unet_info = train_unet(cfg, means, stds, caption_ids, tokens, len(unique), scaling_factor,
-                                               work, evaluate)
+    text_encoder, unet, unet_info = train_unet(
+        cfg, means, stds, caption_ids, tokens, len(unique), scaling_factor, work, evaluate
+    )
     timings["unet"] = dict(unet_info["seconds"])
 
     clock = Stopwatch().start()
