@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ids_nerf.errors import UserInputError
-from ids_nerf.image.cli import EditImageConfig, run
-from ids_nerf.image.io import load_image
+from ids_nerf.errors import PriorLoadError, UserInputError
+from ids_nerf.image.cli import EditImageConfig, run, validate
+from ids_nerf.image.io import load_image, to_tensor
 
 
 @pytest.fixture
@@ -66,7 +66,6 @@ def test_same_seed_gives_identical_edit(photo, tmp_path, tiny_prior_dir):
 def test_edit_moves_latent_and_zero_steps_keeps_it(photo, tmp_path, tiny_prior_dir, tiny_prior):
     from ids_nerf.guidance.distiller import ScoreDistiller, guidance_from_preset
     from ids_nerf.image.editor import OptimConfig, edit_latent
-    from ids_nerf.image.io import to_tensor
 
     with torch.no_grad():
         z_src = tiny_prior.encode(to_tensor(load_image(photo), (128, 128)))
@@ -76,6 +75,57 @@ def test_edit_moves_latent_and_zero_steps_keeps_it(photo, tmp_path, tiny_prior_d
     assert float((res.latent - z_src).abs().max()) > 0
     same = edit_latent(d, z_src, c_src, c_src, OptimConfig(steps=4), progress=False)
     assert torch.equal(same.latent, z_src)  # IDS with equal prompts leaves the source untouched
+
+
+def test_render_size_keeps_the_aspect():
+    from ids_nerf.guidance.sizes import render_size
+
+    assert render_size(512, 384, 512, 64) == (512, 384)  # SD 1.x: a 64x48 latent
+    assert render_size(160, 120, 128, 16) == (128, 96)
+    assert render_size(120, 160, 128, 16) == (96, 128)
+    assert render_size(1000, 10, 128, 16) == (128, 16)  # the short side is at least one multiple
+
+
+@pytest.mark.parametrize(("size", "edit_size"), [((160, 120), (128, 96)), ((90, 150), (80, 128))])
+def test_edit_at_the_input_aspect(tmp_path, tiny_prior_dir, tiny_prior, monkeypatch, size, edit_size):
+    """Long side = the prior's resolution (128), short side rounded to its size multiple (16): no squashing."""
+    from ids_nerf.image import cli
+
+    assert (tiny_prior.resolution, tiny_prior.size_multiple) == (128, 16)
+    encoded_sizes = []
+    monkeypatch.setattr(cli, "to_tensor", lambda img, sz: encoded_sizes.append(sz) or to_tensor(img, sz))
+    width, height = size
+    image = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(1).random((height, width, 3)) * 255).astype(np.uint8)).save(image)
+    out, strip = tmp_path / "out.png", tmp_path / "traj.png"
+    summary = run(_cfg(image, out, tiny_prior_dir, method="dds", steps=2, save_trajectory=strip, trajectory_frames=2))
+    assert encoded_sizes == [edit_size]  # the source is encoded at the edit size, not squashed to 128x128
+    latent_shape = [4, edit_size[1] // 8, edit_size[0] // 8]
+    assert summary["edit_size"] == list(edit_size) and summary["latent_shape"] == latent_shape
+    diag = json.loads(out.with_suffix(".json").read_text())
+    assert diag["edit_size"] == list(edit_size) and diag["latent_shape"] == latent_shape
+    assert Image.open(out).size == size  # written at the input's size
+    assert Image.open(strip).size == (3 * edit_size[0], edit_size[1])  # source + 2 frames, at the edit size
+
+
+@pytest.mark.parametrize(("method", "base", "scale", "fpr"), [("ids", "dds", 7.5, True), ("pds", "pds", 100.0, False)])
+def test_diagnostics_record_the_effective_guidance(photo, tmp_path, tiny_prior_dir, method, base, scale, fpr):
+    out = tmp_path / "out.png"
+    run(_cfg(photo, out, tiny_prior_dir, method=method, steps=1))
+    diag = json.loads(out.with_suffix(".json").read_text())
+    assert diag["options"]["method"] == method and diag["options"]["fpr"]["enabled"] is False  # as given
+    guidance = diag["guidance"]  # after the preset and the method's default scale
+    assert guidance["method"] == base and guidance["guidance_scale"] == scale
+    assert guidance["fpr"]["enabled"] is fpr and guidance["fpr"]["iterations"] == 3
+
+
+def test_validate_checks_the_prior_before_anything_loads(photo, tmp_path):
+    with pytest.raises(UserInputError, match="use --dtype float32"):
+        validate(_cfg(photo, tmp_path / "o.png", Path("tiny"), dtype="float16"))
+    with pytest.raises(PriorLoadError, match="HF_HUB_OFFLINE"):
+        validate(_cfg(photo, tmp_path / "o.png", Path("org/not-in-the-cache")))
+    with pytest.raises(PriorLoadError, match="no unet/ subfolder"):
+        validate(_cfg(photo, tmp_path / "o.png", tmp_path))
 
 
 def test_rgba_grayscale_and_exif_inputs(tmp_path):
@@ -192,3 +242,17 @@ def test_help_documents_every_option():
         "--overwrite",
     ):
         assert flag in res.stdout, flag
+
+
+def test_cli_float16_on_cpu_exits_2_with_one_line_and_writes_nothing(photo, tmp_path):
+    out = tmp_path / "new" / "o.png"
+    cache = tmp_path / "cache"
+    res = _cli(
+        *("--image", str(photo), "--src-prompt", "a", "--trg-prompt", "b", "--out", str(out)),
+        *("--prior", "tiny", "--dtype", "float16", "--device", "cpu"),
+        env_extra={"IDS_NERF_CACHE": str(cache)},
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "float16 is not supported on the CPU" in lines[0] and "--dtype" in lines[0], lines
+    assert not out.parent.exists() and not cache.exists()

@@ -102,3 +102,36 @@ def test_dtype_and_device_strings():
         resolve_dtype("float16", torch.device("cpu"))
     with pytest.raises(UserInputError, match="Unknown dtype"):
         resolve_dtype("float8", torch.device("cpu"))
+
+
+def _params_dtypes(module: torch.nn.Module) -> set[torch.dtype]:
+    return {p.dtype for p in module.parameters()}
+
+
+def test_force_upcast_vae_runs_in_float32_under_a_half_dtype(tiny_prior_dir):
+    """diffusers' convention: a VAE with `force_upcast` (AutoencoderKL's default, SD 1.x) stays float32."""
+    import json
+
+    assert json.loads((tiny_prior_dir / "vae" / "config.json").read_text())["force_upcast"] is True
+    prior = DiffusionPrior(PriorConfig(model=str(tiny_prior_dir), device="cpu", dtype="bfloat16"))
+    assert prior.dtype == torch.bfloat16 and prior.vae_dtype == torch.float32
+    assert _params_dtypes(prior.vae) == {torch.float32} and _params_dtypes(prior.unet) == {torch.bfloat16}
+    z = prior.encode(torch.rand(1, 3, 128, 128))  # inputs are cast to the VAE's dtype, not the UNet's
+    assert z.dtype == torch.float32 and z.shape == (1, 4, 16, 16)
+    assert prior.decode(z).dtype == torch.float32
+    assert prior.eps(z, 500, prior.text_embeddings("a cube"), 7.5).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("force_upcast", "dtype", "vae_dtype"),
+    [(True, "bfloat16", torch.float32), (False, "bfloat16", torch.bfloat16), (True, "float32", torch.float32)],
+)
+def test_in_memory_components_follow_the_force_upcast_rule(tmp_path, force_upcast, dtype, vae_dtype):
+    from ids_nerf.toy.tiny import SCHEDULER_CONFIG, TEXT_CONFIG, UNET_CONFIG, VAE_CONFIG, build_components
+
+    vae_config = {**VAE_CONFIG, "force_upcast": force_upcast}
+    parts = build_components(UNET_CONFIG, vae_config, TEXT_CONFIG, SCHEDULER_CONFIG, 0, tmp_path / "tok")
+    prior = DiffusionPrior(PriorConfig(model="tiny", device="cpu", dtype=dtype), components=parts)
+    assert prior.vae_dtype == vae_dtype and _params_dtypes(prior.vae) == {vae_dtype}
+    assert _params_dtypes(prior.unet) == {prior.dtype}
+    assert prior.decode(prior.encode(torch.rand(1, 3, 32, 48))).shape == (1, 3, 32, 48)

@@ -2,11 +2,13 @@
 
 It is the one place that touches diffusers. The score functions only need its :class:`Denoiser` face
 (``alphas_cumprod`` and :meth:`DiffusionPrior.eps`), so tests can swap in hand-written predictors.
+:func:`check_prior` validates the prior options without loading any weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import warnings
 from collections.abc import Iterator
@@ -19,11 +21,14 @@ from torch import Tensor
 
 from ids_nerf.errors import PriorLoadError, UserInputError
 from ids_nerf.guidance.denoiser import cfg_combine, per_sample
+from ids_nerf.toy.builtin import TOY_PRIOR_DIR, builtin_prior_path
 
 logger = logging.getLogger(__name__)
 
 #: Names that resolve to models the project builds or ships itself (no network needed).
 BUILTIN_PRIORS = ("toy", "tiny")
+#: Half-precision dtypes; with one of them a VAE whose config sets ``force_upcast`` runs in float32.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @dataclass
@@ -39,29 +44,39 @@ class PriorConfig:
     """Device of the prior: `auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1`, ..."""
     dtype: str = "auto"
     """Weights dtype: `auto` (float16 on CUDA, float32 on CPU), `float32`, `float16`, `bfloat16` (or `float64`
-    for gradient checks)."""
+    for gradient checks). A VAE with `force_upcast` in its config (SD 1.x) runs in float32 under a half dtype."""
     encode_mode: Literal["mean", "sample"] = "mean"
     """VAE encoding: posterior `mean` (as the official DDS/CDS/IDS code) or a `sample` of the posterior."""
     gradient_checkpointing: bool = False
     """Recompute VAE-encoder activations in the backward pass (saves memory when backpropagating into renders)."""
 
 
-def resolve_device(spec: str) -> torch.device:
+@dataclass(frozen=True)
+class PriorFlags:
+    """How the user spells the prior options on the command line (error messages name these)."""
+
+    model: str = "--prior"
+    device: str = "--device"
+    dtype: str = "--dtype"
+
+
+def resolve_device(spec: str, flags: PriorFlags = PriorFlags()) -> torch.device:
     """Parse a device string; `auto` picks CUDA when available."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except RuntimeError as err:
-        raise UserInputError(f"Unknown device {spec!r}: use auto, cpu, cuda or cuda:N.") from err
+        raise UserInputError(f"Unknown device {spec!r} for {flags.device}: use auto, cpu, cuda or cuda:N.") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(
-            f"Device {spec!r} was requested but CUDA is not available on this machine; use --device cpu."
+            f"{flags.device} {spec} was requested but CUDA is not available on this machine; "
+            f"use {flags.device} cpu (or auto)."
         )
     return device
 
 
-def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(spec: str, device: torch.device, flags: PriorFlags = PriorFlags()) -> torch.dtype:
     """Parse a dtype string; `auto` is float16 on CUDA and float32 elsewhere."""
     table = {
         "float32": torch.float32,
@@ -75,47 +90,114 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     if spec == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if spec not in table:
-        raise UserInputError(f"Unknown dtype {spec!r}: use auto, float32, float16 or bfloat16.")
+        raise UserInputError(f"Unknown dtype {spec!r} for {flags.dtype}: use auto, float32, float16 or bfloat16.")
     dtype = table[spec]
     if device.type == "cpu" and dtype == torch.float16:
-        raise UserInputError("float16 is not supported on the CPU; use --dtype float32 (or bfloat16).")
+        raise UserInputError(
+            f"float16 is not supported on the CPU; use {flags.dtype} float32 (or bfloat16), or a CUDA device."
+        )
     return dtype
 
 
-def _offline_help(model: str, reason: str) -> str:
+def _offline_help(model: str, reason: str, flags: PriorFlags = PriorFlags()) -> str:
+    """One paragraph for a hub model that cannot be fetched: ``reason``, then what to do (naming ``flags.model``)."""
     return (
         f"Could not load the diffusion prior {model!r}: {reason}. "
         "The model is fetched from the Hugging Face Hub unless it is already in the local cache "
         "(with HF_HUB_OFFLINE=1 only the cache is used); this machine may be offline, or the id may be wrong. "
         f"Either download it once on a machine with internet (`huggingface-cli download {model}`) and copy the "
         "cache (~/.cache/huggingface) here, or pass a local diffusers folder (containing model_index.json, unet/, "
-        "vae/, text_encoder/, tokenizer/, scheduler/) with --prior /path/to/folder. "
-        "`--prior toy` uses the model bundled with ids_nerf and needs no network."
+        f"vae/, text_encoder/, tokenizer/, scheduler/) with {flags.model} /path/to/folder. "
+        f"`{flags.model} toy` uses the model bundled with ids_nerf and needs no network."
     )
 
 
-def resolve_model_path(model: str) -> tuple[str, bool]:
+def _network_errors() -> tuple[type[Exception], ...]:
+    """Base errors of the HTTP clients huggingface_hub versions use that do not subclass OSError (requests' do)."""
+    errors: list[type[Exception]] = []
+    for module in ("httpx", "httpx2"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(module).HTTPError)
+    return tuple(errors)
+
+
+def _check_builtin(name: str, flags: PriorFlags) -> None:
+    """`tiny` is built on first use; `toy` must be bundled with the installation."""
+    if name == "toy" and not (TOY_PRIOR_DIR / "model_index.json").is_file():
+        raise PriorLoadError(
+            f"The bundled toy prior is not present in this installation ({TOY_PRIOR_DIR}). Reinstall ids_nerf "
+            f"from a full checkout, or pass `{flags.model} tiny` (random weights, for smoke tests only), a hub id or "
+            "a local diffusers folder."
+        )
+
+
+def resolve_model_path(model: str, flags: PriorFlags = PriorFlags()) -> tuple[str, bool]:
     """Map ``model`` to (path-or-hub-id, is_local). Built-in names are materialised on first use."""
     if model in BUILTIN_PRIORS:
-        from ids_nerf.toy.builtin import builtin_prior_path
-
+        _check_builtin(model, flags)
         return str(builtin_prior_path(model)), True
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "unet").is_dir():
             raise PriorLoadError(
                 f"The folder {path} is not a diffusers Stable Diffusion folder: it has no unet/ subfolder. "
-                "Pass a folder written by `StableDiffusionPipeline.save_pretrained` (model_index.json, unet/, vae/, "
-                "text_encoder/, tokenizer/, scheduler/), a hub id such as CompVis/stable-diffusion-v1-4, or `toy`."
+                f"Give {flags.model} a folder written by `StableDiffusionPipeline.save_pretrained` "
+                "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), a hub id such as "
+                "CompVis/stable-diffusion-v1-4, or `toy`."
             )
         return str(path), True
     looks_like_path = model.startswith(("/", "./", "../", "~")) or model.count("/") > 1 or path.suffix != ""
     if looks_like_path:
         raise PriorLoadError(
-            f"The prior folder {model!r} does not exist. Pass an existing diffusers folder, a hub id such as "
-            "CompVis/stable-diffusion-v1-4, or `toy` for the bundled offline model."
+            f"The prior folder {model!r} given with {flags.model} does not exist. Pass an existing diffusers folder, "
+            "a hub id such as CompVis/stable-diffusion-v1-4, or `toy` for the bundled offline model."
         )
     return model, False
+
+
+def _first_line(err: BaseException) -> str:
+    """First line of an exception's message without its final period (its type name when empty), for one-paragraph
+    errors."""
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__
+
+
+def _check_hub(model: str, revision: str | None, flags: PriorFlags) -> None:
+    """The hub id's model_index.json is in the local cache or downloadable (HF_HUB_OFFLINE=1: the cache only)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        hf_hub_download(model, "model_index.json", revision=revision)
+    except RevisionNotFoundError:
+        raise PriorLoadError(
+            f"The Hugging Face Hub model {model!r} (given with {flags.model}) has no revision {revision!r}: pass an "
+            "existing branch, tag or commit, or none for the main branch."
+        ) from None
+    except RepositoryNotFoundError:
+        raise PriorLoadError(
+            f"The Hugging Face Hub has no model {model!r} (given with {flags.model}), or it is private or gated "
+            "(accept its licence on huggingface.co, then `huggingface-cli login`). Check the id, pass a local "
+            f"diffusers folder with {flags.model} /path/to/folder, or use `{flags.model} toy` (bundled, no network)."
+        ) from None
+    except (OSError, ValueError, *_network_errors()) as err:  # LocalEntryNotFoundError, OfflineModeIsEnabled: OSError
+        raise PriorLoadError(_offline_help(model, _first_line(err), flags)) from None
+
+
+def check_prior(config: PriorConfig, flags: PriorFlags = PriorFlags()) -> None:
+    """Cheap pre-flight, no weights loaded: device and dtype parse and fit together (float16 on CPU refused, CUDA
+    device without CUDA refused), and the model resolves: a built-in name (`toy`, `tiny`), a local diffusers folder
+    with unet/, or a hub id whose model_index.json is in the local Hugging Face cache or downloadable.
+
+    Raises :class:`UserInputError` (device, dtype) or :class:`PriorLoadError` (model), naming the flags in ``flags``.
+    """
+    resolve_dtype(config.dtype, resolve_device(config.device, flags), flags)
+    if config.model in BUILTIN_PRIORS:
+        _check_builtin(config.model, flags)
+        return
+    source, local = resolve_model_path(config.model, flags)
+    if not local:
+        _check_hub(source, config.revision, flags)
 
 
 class DiffusionPrior:
@@ -124,18 +206,25 @@ class DiffusionPrior:
     Implements the :class:`ids_nerf.guidance.denoiser.Denoiser` protocol used by the score functions.
     """
 
-    def __init__(self, config: PriorConfig, components: dict | None = None) -> None:
-        """Load ``config.model``, or use in-memory ``components`` (tokenizer, text_encoder, vae, unet, scheduler)."""
+    def __init__(
+        self, config: PriorConfig, components: dict | None = None, *, flags: PriorFlags = PriorFlags()
+    ) -> None:
+        """Load ``config.model``, or use in-memory ``components`` (tokenizer, text_encoder, vae, unet, scheduler).
+
+        The UNet runs in ``dtype``; the VAE in ``vae_dtype`` (float32 under a half dtype when its config sets
+        ``force_upcast``). Errors name the command-line ``flags``.
+        """
         self.config = config
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.flags = flags
+        self.device = resolve_device(config.device, flags)
+        self.dtype = resolve_dtype(config.dtype, self.device, flags)
         #: Latents and images handed to callers are float32 (float64 for a float64 prior).
         self.latent_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         if components is None:
             self._load()
         else:
             self.tokenizer, self.text_encoder = components["tokenizer"], components["text_encoder"]
-            self.vae, self.unet = components["vae"].to(self.dtype), components["unet"].to(self.dtype)
+            self.vae, self.unet = components["vae"], components["unet"]
             self.scheduler = components["scheduler"]
         self._setup()
         self._text_cache: dict[str, Tensor] = {}
@@ -145,34 +234,39 @@ class DiffusionPrior:
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        source, local = resolve_model_path(self.config.model)
+        source, local = resolve_model_path(self.config.model, self.flags)
         kwargs = {"local_files_only": True} if local else {"revision": self.config.revision}
+        # A half-precision prior may keep its VAE in float32 (force_upcast, read from the config): load it in float32.
+        vae_load_dtype = torch.float32 if self.dtype in HALF_DTYPES else self.dtype
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
             self.text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
-            self.vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=self.dtype, **kwargs)
+            self.vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=vae_load_dtype, **kwargs)
             self.unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=self.dtype, **kwargs)
             self.scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
         except PriorLoadError:
             raise
-        except (OSError, ValueError, ConnectionError) as err:  # hub errors subclass OSError / ValueError
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise PriorLoadError(_offline_help(self.config.model, reason)) from None
+        except (OSError, ValueError, *_network_errors()) as err:  # hub errors subclass OSError / ValueError
+            raise PriorLoadError(_offline_help(self.config.model, _first_line(err), self.flags)) from None
 
     def _setup(self) -> None:
         for module in (self.text_encoder, self.vae, self.unet):
             module.requires_grad_(False)
             module.eval()
+        upcast_vae = self.dtype in HALF_DTYPES and bool(getattr(self.vae.config, "force_upcast", False))
+        #: dtype of the VAE's weights and inputs: float32 for a half-precision prior whose VAE config sets
+        #: ``force_upcast`` (diffusers' convention: SD 1.x VAEs overflow in float16), else the prior's dtype.
+        self.vae_dtype: torch.dtype = torch.float32 if upcast_vae else self.dtype
         self.text_encoder.to(self.device, torch.float32)  # fp32 whatever the stored dtype: it runs once per prompt
-        self.vae.to(self.device)
-        self.unet.to(self.device)
+        self.vae.to(self.device, self.vae_dtype)
+        self.unet.to(self.device, self.dtype)
         if self.config.gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
         self.prediction_type: str = self.scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise PriorLoadError(
-                f"Scheduler prediction_type {self.prediction_type!r} of {self.config.model!r} is not supported "
-                "(use a model predicting `epsilon` or `v_prediction`)."
+                f"Scheduler prediction_type {self.prediction_type!r} of {self.config.model!r} is not supported; "
+                f"pass with {self.flags.model} a model predicting `epsilon` or `v_prediction`."
             )
         self.alphas_cumprod: Tensor = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.betas: Tensor = self.scheduler.betas.to(self.device, torch.float32)
@@ -235,7 +329,7 @@ class DiffusionPrior:
     # ------------------------------------------------------------------ VAE
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Images (B, 3, H, W) in [0, 1] -> scaled latents. Differentiable w.r.t. ``images``."""
-        posterior = self.vae.encode(images.to(self.device, self.dtype) * 2 - 1).latent_dist
+        posterior = self.vae.encode(images.to(self.device, self.vae_dtype) * 2 - 1).latent_dist
         if self.config.encode_mode == "sample":
             noise = torch.randn(posterior.mean.shape, generator=generator, device="cpu").to(posterior.mean)
             latents = posterior.mean + posterior.std * noise
@@ -245,7 +339,7 @@ class DiffusionPrior:
 
     def decode(self, latents: Tensor) -> Tensor:
         """Scaled latents -> images (B, 3, H, W) in [0, 1]."""
-        images = self.vae.decode((latents / self.scaling_factor).to(self.dtype)).sample
+        images = self.vae.decode((latents / self.scaling_factor).to(self.device, self.vae_dtype)).sample
         return (images.to(self.latent_dtype) / 2 + 0.5).clamp(0, 1)
 
     # ------------------------------------------------------------------ features (CDS)

@@ -17,7 +17,9 @@ from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.distiller import CDSConfig, GuidanceConfig, PDSConfig, guidance_from_preset
 from ids_nerf.guidance.fpr import FPRConfig
-from ids_nerf.image.io import check_output_path, load_image, save_trajectory, to_pil, to_tensor
+from ids_nerf.guidance.prior import PriorConfig, check_prior
+from ids_nerf.guidance.sizes import render_size
+from ids_nerf.image.io import check_image_path, check_output_path, load_image, save_trajectory, to_pil, to_tensor
 
 MethodName = Literal["ids", "dds", "sds", "cds", "pds", "pds-fpr", "sds-fpr", "cds-fpr", "dds-fpr", "ids-jf"]
 
@@ -27,7 +29,8 @@ class EditImageConfig:
     """Edit an image so that it matches the target prompt while keeping the source's identity."""
 
     image: Path
-    """Input image (PNG, JPEG, ...; RGBA is composited on white, EXIF rotation applied, any size)."""
+    """Input image (PNG, JPEG, ...; RGBA is composited on white, EXIF rotation applied, any size). It is edited at
+    its aspect ratio: long side = the prior's resolution, short side rounded to the UNet's size multiple."""
     src_prompt: str
     """Prompt describing the input image, e.g. "a photo of a cat"."""
     trg_prompt: str
@@ -64,11 +67,12 @@ class EditImageConfig:
     encode_mode: Literal["mean", "sample"] = "mean"
     """VAE encoding of the input: posterior mean (official) or a sample."""
     save_trajectory: Path | None = None
-    """Also save intermediate decodes: a strip (.png/.jpg) or an animation (.gif)."""
+    """Also save intermediate decodes (at the edit size): a strip (.png/.jpg) or an animation (.gif)."""
     trajectory_frames: int = 8
     """Number of intermediate decodes in the trajectory."""
     save_diagnostics: bool = True
-    """Write <out>.json next to the output with the options, timings and per-step diagnostics (t, FPR losses)."""
+    """Write <out>.json next to the output with the options as given, the effective guidance configuration (method
+    preset and default scales applied), the edit size, timings and per-step diagnostics (t, FPR losses)."""
     overwrite: bool = False
     """Allow overwriting existing output files."""
     progress: bool = True
@@ -92,9 +96,13 @@ class EditImageConfig:
             pds=self.pds,
         )
 
+    def prior_config(self) -> PriorConfig:
+        """The PriorConfig these options describe."""
+        return PriorConfig(model=self.prior, device=self.device, dtype=self.dtype, encode_mode=self.encode_mode)
+
 
 def validate(cfg: EditImageConfig) -> None:
-    """Check everything the user gave before any model loads; raise UserInputError with the fix."""
+    """Check everything the user gave before the image or any model loads; raise a UserError with the fix."""
     if not cfg.src_prompt.strip():
         raise UserInputError('--src-prompt is empty: describe the input image, e.g. "a photo of a cat".')
     if not cfg.trg_prompt.strip():
@@ -108,6 +116,7 @@ def validate(cfg: EditImageConfig) -> None:
     lo, hi = cfg.t_range
     if not 0 <= lo < hi <= 1:
         raise UserInputError(f"--t-range must satisfy 0 <= lo < hi <= 1 (got {lo} {hi}).")
+    check_image_path(cfg.image)
     check_output_path(cfg.out, cfg.overwrite)
     if cfg.save_trajectory is not None:
         check_output_path(cfg.save_trajectory, cfg.overwrite, flag="--save-trajectory")
@@ -115,6 +124,7 @@ def validate(cfg: EditImageConfig) -> None:
         sidecar = cfg.out.with_suffix(".json")
         if sidecar.exists() and not cfg.overwrite:
             raise UserInputError(f"{sidecar} (diagnostics of --out) already exists; pass --overwrite or another --out.")
+    check_prior(cfg.prior_config())
 
 
 def run(cfg: EditImageConfig) -> dict:
@@ -122,22 +132,20 @@ def run(cfg: EditImageConfig) -> dict:
     import torch
 
     from ids_nerf.guidance.distiller import ScoreDistiller
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+    from ids_nerf.guidance.prior import DiffusionPrior
     from ids_nerf.image.editor import OptimConfig, edit_latent
 
     validate(cfg)
     source = load_image(cfg.image)
     guidance = cfg.guidance()
     t0 = time.perf_counter()
-    prior = DiffusionPrior(
-        PriorConfig(model=cfg.prior, device=cfg.device, dtype=cfg.dtype, encode_mode=cfg.encode_mode)
-    )
+    prior = DiffusionPrior(cfg.prior_config())
     t_load = time.perf_counter() - t0
 
     distiller = ScoreDistiller(prior, guidance, seed=cfg.seed)
-    res = prior.resolution
+    edit_size = render_size(source.width, source.height, prior.resolution, prior.size_multiple)
     with torch.no_grad():
-        z_src = prior.encode(to_tensor(source, (res, res)).to(prior.device), generator=distiller.generator)
+        z_src = prior.encode(to_tensor(source, edit_size).to(prior.device), generator=distiller.generator)
     cond_src, cond_trg = prior.text_embeddings(cfg.src_prompt), prior.text_embeddings(cfg.trg_prompt)
     optim = OptimConfig(
         steps=cfg.steps,
@@ -161,21 +169,18 @@ def run(cfg: EditImageConfig) -> dict:
         "seconds_edit": t_edit,
         "seconds_per_step": t_edit / max(cfg.steps, 1),
         "device": str(prior.device),
-        "resolution": res,
+        "resolution": prior.resolution,
+        "edit_size": list(edit_size),
+        "latent_shape": list(z_src.shape[1:]),
     }
     if cfg.save_trajectory is not None and result.frames:
-        save_trajectory(
-            [
-                to_pil(f, (res * source.width // max(source.size), res * source.height // max(source.size)))
-                for f in result.frames
-            ],
-            cfg.save_trajectory,
-        )
+        save_trajectory([to_pil(f) for f in result.frames], cfg.save_trajectory)
         summary["trajectory"] = str(cfg.save_trajectory)
     if cfg.save_diagnostics:
         options = json.loads(json.dumps(asdict(cfg), default=str))
+        effective = asdict(replace(guidance, guidance_scale=guidance.scale))
         cfg.out.with_suffix(".json").write_text(
-            json.dumps({**summary, "options": options, "history": result.history}, indent=1)
+            json.dumps({**summary, "options": options, "guidance": effective, "history": result.history}, indent=1)
         )
     return summary
 

@@ -12,13 +12,19 @@ from torch import Tensor
 from ids_nerf.errors import UserInputError
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open ``path`` as an RGB image: EXIF rotation applied, alpha composited on white, grayscale/palette -> RGB."""
+def check_image_path(path: str | Path) -> Path:
+    """Refuse a missing ``--image`` or a folder, before anything is loaded."""
     p = Path(path)
     if not p.exists():
         raise UserInputError(f"--image: file not found: {p}. Check the path.")
     if p.is_dir():
         raise UserInputError(f"--image: {p} is a folder; pass an image file (PNG, JPEG, ...).")
+    return p
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open ``path`` as an RGB image: EXIF rotation applied, alpha composited on white, grayscale/palette -> RGB."""
+    p = check_image_path(path)
     try:
         with Image.open(p) as img:
             img.load()
