@@ -1,9 +1,12 @@
-"""Shared console-script plumbing: parse a config with tyro, run, turn user errors into one line and exit code 2."""
+"""Shared console-script plumbing: one error path for every entry point (console scripts and ``ns-train``
+methods): a :class:`~ids_nerf.errors.UserError` prints ``<prog>: error: <message>`` on stderr and exits with code 2,
+without a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import tyro
@@ -13,12 +16,18 @@ from ids_nerf.errors import UserError
 C = TypeVar("C")
 
 
-def run_console(prog: str, config_type: type[C], run: Callable[[C], Any], description: str | None) -> tuple[C, Any]:
-    """Parse ``config_type`` from the command line and call ``run``; a :class:`UserError` prints
-    ``<prog>: error: <message>`` on stderr and exits with code 2 (no traceback)."""
-    cfg = tyro.cli(config_type, description=description)
+@contextlib.contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """Turn a :class:`UserError` raised inside the block into one paragraph on stderr and exit code 2."""
     try:
-        return cfg, run(cfg)
+        yield
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_console(prog: str, config_type: type[C], run: Callable[[C], Any], description: str | None) -> tuple[C, Any]:
+    """Parse ``config_type`` from the command line and call ``run`` inside :func:`exit_on_user_error`."""
+    cfg = tyro.cli(config_type, description=description)
+    with exit_on_user_error(prog):
+        return cfg, run(cfg)

@@ -90,7 +90,7 @@ def _expect_exit(config, match: str, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         train_run(config)
     assert info.value.code == 2
-    assert match in capsys.readouterr().out.replace("\n", " ")
+    assert match in capsys.readouterr().err.replace("\n", " ")
 
 
 @pytest.mark.parametrize(

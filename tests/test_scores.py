@@ -198,3 +198,22 @@ def test_batched_step_matches_per_sample_computation(tiny_prior, preset):
     out = d.step(z_trg.requires_grad_(True), z_src, c_trg, c_src)
     assert out.grad.shape == z_src.shape and len(out.diagnostics["t_all"]) == 3
     assert all(float(out.grad[i].abs().max()) > 0 for i in range(3))
+
+
+def test_pds_grid_leaves_the_prior_scheduler_untouched(tiny_prior_dir):
+    """The PDS grid is computed on a copy: a sampler's timesteps on the shared scheduler survive a PDS step."""
+    from diffusers import DDIMScheduler
+
+    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+
+    prior = DiffusionPrior(PriorConfig(model=str(tiny_prior_dir), device="cpu"))
+    prior.scheduler.set_timesteps(50)  # e.g. a sampler sharing the prior
+    before = prior.scheduler.timesteps.clone()
+    z_src, noise = _latents(seed=4)
+    d = ScoreDistiller(prior, guidance_from_preset("pds"), seed=0)
+    d.step(z_src + 0.1 * noise, z_src, prior.text_embeddings("a cube"), prior.text_embeddings("a sphere"))
+    assert prior.scheduler.num_inference_steps == 50 and torch.equal(prior.scheduler.timesteps, before)
+    reference = DDIMScheduler.from_config(prior.scheduler.config)
+    reference.set_timesteps(500)  # what the grid was computed from (on the shared scheduler) before
+    assert torch.equal(d.pds_grid(), reference.timesteps.flip(0).long())
+    assert torch.equal(d.pds_grid(), torch.arange(500) * 2 + 1)  # SD's "leading" spacing, steps_offset = 1

@@ -105,8 +105,9 @@ def test_samples_follow_the_prompted_colour_far_above_chance(toy_prior):
     from ids_nerf.toy.detectors import dominant_color
 
     specs = single_object_prompts(56)[::4]  # every colour twice, shapes and floors alternating
-    images = to_uint8_images(sample(toy_prior, [s.prompt for s in specs], steps=20, guidance_scale=7.5, seed=0,
-                                    progress=False))
+    images = to_uint8_images(
+        sample(toy_prior, [s.prompt for s in specs], steps=20, guidance_scale=7.5, seed=0, progress=False)
+    )
     assert images.shape == (14, 64, 64, 3)
     hits = [dominant_color(img) == s.color for img, s in zip(images, specs, strict=True)]
     assert sum(hits) >= 7, hits
@@ -125,11 +126,29 @@ def test_train_prior_end_to_end_smoke(tmp_path):
     from ids_nerf.toy.train_prior import TrainPriorConfig, main
 
     cfg = TrainPriorConfig(
-        out=tmp_path / "prior", work_dir=tmp_path / "work", workers=1, threads=1, n_train=8,
-        vae_channels=(8, 8, 8), vae_steps=2, vae_batch_size=2, vae_crop=16,
-        text_hidden_size=16, text_layers=1, text_heads=2, text_intermediate_size=16,
-        unet_channels=(16, 16, 32), unet_layers_per_block=1, unet_head_dim=16, unet_steps=2, unet_batch_size=2,
-        decoder_steps=2, decoder_batch_size=2, warmup_steps=1, checkpoint_every=1, final_eval=False,
+        out=tmp_path / "prior",
+        work_dir=tmp_path / "work",
+        workers=1,
+        threads=1,
+        n_train=8,
+        vae_channels=(8, 8, 8),
+        vae_steps=2,
+        vae_batch_size=2,
+        vae_crop=16,
+        text_hidden_size=16,
+        text_layers=1,
+        text_heads=2,
+        text_intermediate_size=16,
+        unet_channels=(16, 16, 32),
+        unet_layers_per_block=1,
+        unet_head_dim=16,
+        unet_steps=2,
+        unet_batch_size=2,
+        decoder_steps=2,
+        decoder_batch_size=2,
+        warmup_steps=1,
+        checkpoint_every=1,
+        final_eval=False,
     )
     log = main(cfg)
     assert (cfg.out / "model_index.json").is_file() and (cfg.out / "train_log.json").is_file()

@@ -69,12 +69,13 @@ def test_sample_scene_constraints() -> None:
             assert o.shape in sc.SHAPES and o.color in sc.COLORS
             assert o.center[2] == pytest.approx(o.size)  # resting on the floor
         for i, a in enumerate(scene.objects):
-            for b in scene.objects[i + 1:]:
+            for b in scene.objects[i + 1 :]:
                 gap = math.dist(a.center[:2], b.center[:2])
                 assert gap >= sc.footprint_radius(a.shape, a.size) + sc.footprint_radius(b.shape, b.size)
     assert counts == {1, 2, 3}
-    restricted = sc.sample_scene(np.random.default_rng(1), 2, shapes=("cone",), colors=("red", "blue"),
-                                 floors=("wooden",))
+    restricted = sc.sample_scene(
+        np.random.default_rng(1), 2, shapes=("cone",), colors=("red", "blue"), floors=("wooden",)
+    )
     assert {o.shape for o in restricted.objects} == {"cone"} and restricted.floor == "wooden"
     assert {o.color for o in restricted.objects} == {"red", "blue"}
     with pytest.raises(ValueError):
@@ -249,8 +250,9 @@ def test_llff_writer_round_trips_cameras(tmp_path: Path) -> None:
         depth = np.load(tmp_path / "gt" / f"IMG_{i:04d}_depth.npy")
         out = sc.render(scene, cam)
         np.testing.assert_array_equal(depth, out.depth)
-        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "gt" / f"IMG_{i:04d}_mask.png")),
-                                      out.object_ids + 1)
+        np.testing.assert_array_equal(
+            np.array(Image.open(tmp_path / "gt" / f"IMG_{i:04d}_mask.png")), out.object_ids + 1
+        )
         finite = depth[np.isfinite(depth)]
         assert near[i] == pytest.approx(np.percentile(finite, 1)) and far[i] == pytest.approx(np.percentile(finite, 99))
     assert ds.read_scene_json(tmp_path)[0] == scene
@@ -301,8 +303,12 @@ def test_detectors_follow_an_edit() -> None:
     """Recolouring / reshaping one object in the spec changes what the detectors report."""
     obj = sc.ObjectSpec("sphere", "red", (0.0, 0.0, 0.5), 0.5)
     scene = sc.SceneSpec((obj,), floor="wooden", light_dir=(0.5, -0.5, 0.707))
-    cam = sc.Camera(sc.look_at(sc.orbit_position(-1.2, math.radians(25.0), 3.2, (0, 0, 0.5)), (0, 0, 0.5)),
-                    math.radians(45.0), 64, 64)
+    cam = sc.Camera(
+        sc.look_at(sc.orbit_position(-1.2, math.radians(25.0), 3.2, (0, 0, 0.5)), (0, 0, 0.5)),
+        math.radians(45.0),
+        64,
+        64,
+    )
     before = sc.to_uint8(sc.render(scene, cam).rgb)
     edited = dataclasses.replace(scene, objects=(dataclasses.replace(obj, color="blue", shape="cube", yaw=0.4),))
     after = sc.to_uint8(sc.render(edited, cam).rgb)

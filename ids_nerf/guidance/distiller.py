@@ -7,6 +7,7 @@ the gradient for the target latent, an optional differentiable auxiliary loss (C
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +18,7 @@ from ids_nerf.errors import UserInputError
 from ids_nerf.guidance import scores
 from ids_nerf.guidance.denoiser import Denoiser, add_noise, tweedie_x0
 from ids_nerf.guidance.fpr import FPRConfig, fixed_point_regularization, fpr_distance
+from ids_nerf.profiling import phase
 
 BaseMethod = Literal["sds", "dds", "cds", "pds"]
 BASE_METHODS: tuple[str, ...] = ("sds", "dds", "cds", "pds")
@@ -116,6 +118,24 @@ class StepOutput:
     batch), fpr_loss_final (after the last, when free), grad_norm (mean over the batch)."""
 
 
+@dataclass
+class SourceDraw:
+    """The part of a guidance step that depends only on the source (see :meth:`ScoreDistiller.draw_source`)."""
+
+    t: Tensor
+    """Timesteps (B,)."""
+    t_prev: Tensor | None
+    """PDS's previous timesteps (B,), else None."""
+    eps: Tensor
+    """Noise shared by the branches: the drawn noise, or FPR's guided noise eps*."""
+    eps_prev: Tensor | None
+    """PDS's second noise, else None."""
+    z_t_src: Tensor
+    """Noisy source latent sqrt(a_t) z_src + sqrt(1 - a_t) eps (FPR's refined z_t^src* when FPR is on)."""
+    fpr_losses: list[float]
+    """FPR loss before each iteration (empty without FPR)."""
+
+
 class ScoreDistiller:
     """Draws (t, eps) from a seeded generator, applies FPR when enabled and evaluates the configured score."""
 
@@ -146,13 +166,17 @@ class ScoreDistiller:
         return self._randint(int(num * lo), int(num * hi) - 1, batch)
 
     def pds_grid(self) -> Tensor:
-        """Increasing DDIM timestep grid of PDS (the prior's scheduler spacing when it has one)."""
+        """Increasing DDIM timestep grid of PDS (the prior's scheduler spacing when it has one).
+
+        Computed on a copy of the prior's scheduler: the shared scheduler's timesteps are left untouched.
+        """
         if self._pds_grid is None:
             n = self.config.pds.num_inference_steps
             scheduler = getattr(self.den, "scheduler", None)
             if scheduler is not None:
-                scheduler.set_timesteps(n)
-                self._pds_grid = scheduler.timesteps.flip(0).long().cpu()
+                grid_scheduler = copy.deepcopy(scheduler)
+                grid_scheduler.set_timesteps(n)
+                self._pds_grid = grid_scheduler.timesteps.flip(0).long().cpu()
             else:
                 num = self.den.alphas_cumprod.shape[0]
                 self._pds_grid = torch.arange(n) * (num // n)
@@ -168,44 +192,65 @@ class ScoreDistiller:
         return grid[idx], grid[idx - 1]
 
     # ---------------------------------------------------------------- step
-    def step(self, z_trg: Tensor, z_src: Tensor, cond_trg: Tensor, cond_src: Tensor) -> StepOutput:
-        """One guidance evaluation for the current target latent (z_trg may require grad; it is not modified)."""
+    def draw_source(self, z_src: Tensor, cond_src: Tensor) -> SourceDraw:
+        """The source side of one step: draw ``t`` (and PDS's ``t_prev``) and the noise, and with FPR refine the
+        noisy source latent. Depends only on the source, never on the target latent, so it can run before the
+        target is encoded (the NeRF step does, so that FPR never shares memory with the VAE encoder's graph)."""
         cfg = self.config
         z_src = z_src.detach()
-        diag: dict[str, float | int | list[float] | None] = {}
         batch = z_src.shape[0]
         if cfg.method == "pds":
             t, t_prev = self.sample_pds_t(batch)
-            diag["t_prev"] = int(t_prev[0])
+            t_prev = t_prev.to(z_src.device)
         else:
             t, t_prev = self.sample_t(batch), None
         t = t.to(z_src.device)
-        diag["t"] = int(t[0])
-        if batch > 1:
-            diag["t_all"] = t.tolist()
         eps = self._randn(z_src)
         eps_prev = self._randn(z_src) if cfg.method == "pds" else None
-
-        fpr_losses: list[float] = []
-        if cfg.fpr.enabled:
+        if not cfg.fpr.enabled:
+            return SourceDraw(t, t_prev, eps, eps_prev, add_noise(self.den.alphas_cumprod, z_src, eps, t), [])
+        with phase("fpr"):
             refined = fixed_point_regularization(self.den, z_src, cond_src, t, eps, cfg.fpr)
-            z_t_src, eps, fpr_losses = refined.z_t, refined.eps, refined.losses
-        else:
-            z_t_src = add_noise(self.den.alphas_cumprod, z_src, eps, t)
+        return SourceDraw(t, t_prev, refined.eps, eps_prev, refined.z_t, refined.losses)
+
+    def step(
+        self,
+        z_trg: Tensor,
+        z_src: Tensor,
+        cond_trg: Tensor,
+        cond_src: Tensor,
+        source: SourceDraw | None = None,
+    ) -> StepOutput:
+        """One guidance evaluation for the current target latent (z_trg may require grad; it is not modified).
+
+        ``source`` is this step's :meth:`draw_source` when the caller ran it first; drawn here otherwise (same
+        random stream either way)."""
+        cfg = self.config
+        z_src = z_src.detach()
+        if source is None:
+            source = self.draw_source(z_src, cond_src)
+        t, t_prev, eps, eps_prev, z_t_src = source.t, source.t_prev, source.eps, source.eps_prev, source.z_t_src
+        fpr_losses = source.fpr_losses
+        diag: dict[str, float | int | list[float] | None] = {"t": int(t[0])}
+        if t_prev is not None:
+            diag["t_prev"] = int(t_prev[0])
+        if t.shape[0] > 1:
+            diag["t_all"] = t.tolist()
         diag["fpr_losses"] = fpr_losses
 
         scale = cfg.scale
         z_det = z_trg.detach()
-        if cfg.method == "sds":
-            z_t_trg = scores.target_noisy_latent(self.den.alphas_cumprod, z_t_src, z_src, z_det, t)
-            result = scores.sds(self.den, z_det, t, eps, cond_trg, scale, z_t_trg=z_t_trg)
-        elif cfg.method in ("dds", "cds"):
-            result = scores.dds(self.den, z_det, z_src, z_t_src, t, cond_src, cond_trg, scale)
-        else:
-            assert eps_prev is not None
-            result = scores.pds(
-                self.den, z_det, z_src, z_t_src, t, t_prev, eps_prev, cond_src, cond_trg, scale, cfg.pds.posterior
-            )
+        with phase("guidance branches"):
+            if cfg.method == "sds":
+                z_t_trg = scores.target_noisy_latent(self.den.alphas_cumprod, z_t_src, z_src, z_det, t)
+                result = scores.sds(self.den, z_det, t, eps, cond_trg, scale, z_t_trg=z_t_trg)
+            elif cfg.method in ("dds", "cds"):
+                result = scores.dds(self.den, z_det, z_src, z_t_src, t, cond_src, cond_trg, scale)
+            else:
+                assert eps_prev is not None and t_prev is not None
+                result = scores.pds(
+                    self.den, z_det, z_src, z_t_src, t, t_prev, eps_prev, cond_src, cond_trg, scale, cfg.pds.posterior
+                )
 
         diag["fpr_loss_final"] = None
         if (
@@ -220,7 +265,8 @@ class ScoreDistiller:
 
         aux = None
         if cfg.method == "cds" and cfg.cds.weight != 0:
-            aux = cfg.cds.weight * self._cds_term(z_trg, z_src, z_t_src, t, cond_src, cond_trg)
+            with phase("guidance branches"):
+                aux = cfg.cds.weight * self._cds_term(z_trg, z_src, z_t_src, t, cond_src, cond_trg)
             diag["cds_loss"] = float(aux.detach())
         diag["grad_norm"] = float(result.grad.flatten(1).norm(dim=1).mean())
         return StepOutput(grad=result.grad, aux_loss=aux, diagnostics=diag)

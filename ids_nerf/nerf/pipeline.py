@@ -22,9 +22,17 @@ from nerfstudio.utils import colormaps
 from torch import Tensor
 
 from ids_nerf.guidance.distiller import GuidanceConfig
+from ids_nerf.guidance.prior import PriorConfig, PriorFlags
+from ids_nerf.guidance.sizes import render_size
 from ids_nerf.nerf import render
 from ids_nerf.nerf.controls import EditControls
 from ids_nerf.nerf.model import IDSNerfactoModelConfig
+from ids_nerf.profiling import phase
+
+#: How ``ns-train`` spells the prior options: error messages about the prior name these flags.
+NERF_PRIOR_FLAGS = PriorFlags(
+    model="--pipeline.guidance.prior", device="--pipeline.guidance.device", dtype="--pipeline.guidance.dtype"
+)
 
 
 @dataclass
@@ -63,6 +71,13 @@ class NerfGuidanceConfig(GuidanceConfig):
     seed: int = 42
     """Seed of every random draw of the edit (views, timesteps, noises, sampler jitter); ids-edit sets it from
     --machine.seed."""
+
+    def prior_config(self, nerf_device: torch.device | str) -> PriorConfig:
+        """The prior's options; `auto` device = the NeRF's device."""
+        device = str(nerf_device) if self.device == "auto" else self.device
+        return PriorConfig(
+            model=self.prior, device=device, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
+        )
 
     def derived_seed(self, stream: int) -> int:
         """Independent seed for one random stream (0: views, 1: guidance, 2: render jitter) of this run."""
@@ -120,15 +135,16 @@ class IDSEditPipeline(VanillaPipeline):
     def get_prior(self):
         """The diffusion prior, loaded on first use (never by ns-render / ns-eval / ns-viewer)."""
         if self._prior is None:
-            from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+            from ids_nerf.guidance.prior import DiffusionPrior
 
-            g = self.config.guidance
-            device = str(self.device) if g.device == "auto" else g.device
-            prior_cfg = PriorConfig(
-                model=g.prior, device=device, dtype=g.dtype, gradient_checkpointing=g.gradient_checkpointing
-            )
-            self.__dict__["_prior"] = DiffusionPrior(prior_cfg)
+            self.set_prior(DiffusionPrior(self.config.guidance.prior_config(self.device), flags=NERF_PRIOR_FLAGS))
         return self._prior
+
+    def set_prior(self, prior) -> None:
+        """Use an already built prior (benchmarks with random-weight architectures, several pipelines sharing one)."""
+        self.__dict__["_prior"] = prior
+        self.__dict__["_distiller"] = None
+        self._src_latents.clear()
 
     def get_distiller(self):
         """The shared ScoreDistiller, seeded by the run's seed."""
@@ -150,7 +166,7 @@ class IDSEditPipeline(VanillaPipeline):
         cams = self.datamanager.train_dataset.cameras
         long_side = self.config.guidance.resolution or self.get_prior().resolution
         multiple = self.get_prior().size_multiple
-        return render.render_size(int(cams.width[index, 0]), int(cams.height[index, 0]), long_side, multiple)
+        return render_size(int(cams.width[index, 0]), int(cams.height[index, 0]), long_side, multiple)
 
     def source_photo(self, index: int, width: int, height: int) -> Tensor:
         """The original training photo of view ``index`` as (1, 3, H, W) in [0, 1] at ``width`` x ``height``."""
@@ -165,7 +181,7 @@ class IDSEditPipeline(VanillaPipeline):
     def _source_latent(self, index: int, width: int, height: int) -> Tensor:
         key = (index, width, height)
         if key not in self._src_latents:
-            with torch.no_grad():
+            with torch.no_grad(), phase("source latent (once per view)"):
                 photo = self.source_photo(index, width, height).to(self.get_prior().device)
                 self._src_latents[key] = self.get_prior().encode(photo, generator=self.get_distiller().generator)
         return self._src_latents[key]
@@ -185,32 +201,32 @@ class IDSEditPipeline(VanillaPipeline):
         camera = render.view_camera(self.datamanager.train_dataset.cameras, index, width // k, height // k)
         rays = render.view_rays(camera, index, self.device)
         seed = g.derived_seed(2) + step
-        if len(rays) <= g.render_chunk_size:
-            with render.seeded_sampling(seed, self.device), torch.enable_grad():
-                out = model(rays)
-                rendered = {
-                    "rgb": out["rgb"].reshape(height // k, width // k, 3),
-                    "depth": out["depth"].reshape(height // k, width // k, 1),
-                }
-                loss, guidance = self._guidance_loss(rendered["rgb"], index, width, height)
-                prop = render.proposal_loss(out, g.proposal_loss_mult)
-                (loss + g.proposal_loss_mult * prop).backward()
-            prop = float(prop.detach())
-            image_grad_norm = float("nan")
-        else:
-            sampler = getattr(model, "proposal_sampler", None)
-            counter = getattr(sampler, "_steps_since_update", None)
-            rendered = render.render_view(model, rays, height // k, width // k, g.render_chunk_size, seed)
-            if counter is not None:  # the no-grad pass must not consume the proposal networks' update slot
-                sampler._steps_since_update = counter
-            image = rendered["rgb"].detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss, guidance = self._guidance_loss(image, index, width, height)
-                (image_grad,) = torch.autograd.grad(loss, image)
-            image_grad_norm = float(image_grad.norm())
-            prop = render.backpropagate_image_gradient(
-                model, rays, image_grad.to(self.device), g.render_chunk_size, seed, g.proposal_loss_mult
-            )
+        with render.one_sampler_step(model):  # every chunk of both passes sees this step's proposal-sampler state
+            if len(rays) <= g.render_chunk_size:
+                with render.seeded_sampling(seed, self.device), torch.enable_grad(), phase("render+backward (1 chunk)"):
+                    out = model(rays)
+                    rendered = {
+                        "rgb": out["rgb"].reshape(height // k, width // k, 3),
+                        "depth": out["depth"].reshape(height // k, width // k, 1),
+                    }
+                    loss, guidance = self._guidance_loss(rendered["rgb"], index, width, height)
+                    prop = render.proposal_loss(out, g.proposal_loss_mult)
+                    (loss + g.proposal_loss_mult * prop).backward()
+                prop = float(prop.detach())
+                image_grad_norm = float("nan")
+            else:
+                with phase("render (no grad)"):
+                    rendered = render.render_view(model, rays, height // k, width // k, g.render_chunk_size, seed)
+                image = rendered["rgb"].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    loss, guidance = self._guidance_loss(image, index, width, height)
+                    with phase("vae backward"):
+                        (image_grad,) = torch.autograd.grad(loss, image)
+                image_grad_norm = float(image_grad.norm())
+                with phase("nerf backward (chunked)"):
+                    prop = render.backpropagate_image_gradient(
+                        model, rays, image_grad, g.render_chunk_size, seed, g.proposal_loss_mult
+                    )
         diag = guidance.diagnostics
         metrics: dict[str, Any] = {
             "view": index,
@@ -228,9 +244,12 @@ class IDSEditPipeline(VanillaPipeline):
         return loss_dict, metrics
 
     def _guidance_loss(self, rgb: Tensor, index: int, width: int, height: int):
-        """Guidance (+ CDS, + anchoring) loss of a rendered view (h, w, 3), differentiable w.r.t. ``rgb``.
+        """Guidance (+ CDS, + anchoring) loss of a rendered view (h, w, 3), differentiable w.r.t. ``rgb``, on
+        ``rgb``'s device.
 
-        The render is upsampled to the prior's input size (width x height) when --render-downscale > 1.
+        The render is upsampled to the prior's input size (width x height) when --render-downscale > 1. The source
+        side of the step (FPR) runs before the render is encoded, so FPR's UNet passes never share memory with the
+        VAE encoder's graph of the render (at 512x384 in fp32 that graph alone is ~2.4 GB).
         """
         g = self.config.guidance
         prior = self.get_prior()
@@ -239,15 +258,18 @@ class IDSEditPipeline(VanillaPipeline):
             image = torch.nn.functional.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
         z_src = self._source_latent(index, width, height)
         cond_src, cond_trg = prior.text_embeddings(g.src_prompt), prior.text_embeddings(self.controls.target_prompt)
-        z = prior.encode(image)
-        out = self.get_distiller().step(z, z_src, cond_trg, cond_src)
+        distiller = self.get_distiller()
+        source = distiller.draw_source(z_src, cond_src)
+        with phase("vae encode"):
+            z = prior.encode(image)
+        out = distiller.step(z, z_src, cond_trg, cond_src, source=source)
         loss = g.loss_scale * (z * out.grad).sum()
         if out.aux_loss is not None:
             loss = loss + out.aux_loss
         if g.anchor_weight > 0:
             photo = self.source_photo(index, width, height).to(prior.device)
             loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
-        return loss, out
+        return loss.to(rgb.device), out  # back on the NeRF's device (the prior may live on another one)
 
     def _log_progress(self, step: int, index: int, rendered: dict[str, Tensor]) -> None:
         from nerfstudio.utils import writer

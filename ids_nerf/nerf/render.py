@@ -19,15 +19,6 @@ from nerfstudio.models.base_model import Model
 from torch import Tensor
 
 
-def render_size(width: int, height: int, long_side: int, multiple: int) -> tuple[int, int]:
-    """(width, height) with the long side = ``long_side`` and the short side rounded to a multiple of ``multiple``."""
-    if width >= height:
-        w, h = long_side, max(multiple, round(long_side * height / width / multiple) * multiple)
-    else:
-        w, h = max(multiple, round(long_side * width / height / multiple) * multiple), long_side
-    return w, h
-
-
 def view_camera(cameras: Cameras, index: int, width: int, height: int) -> Cameras:
     """Camera ``index`` with its intrinsics rescaled to ``width`` x ``height`` (aspect may change slightly)."""
     cam = cameras[index : index + 1]
@@ -62,6 +53,34 @@ def seeded_sampling(seed: int, device: torch.device | str) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def one_sampler_step(model: Model) -> Iterator[None]:
+    """Make every forward pass inside the block see the proposal sampler's state of one training step.
+
+    nerfstudio's ``ProposalNetworkSampler`` decides on each call whether the proposal networks run with grad (an
+    "update step": ``_steps_since_update > update_sched(step)`` or ``step < 10``) and resets its counter after an
+    update call. A view rendered in several ray chunks, and twice (no-grad pass, then the chunked backward), calls it
+    many times in one editing step: without this block only the first chunk would update the proposal networks.
+    Here the counter is restored before every call, so all chunks of both passes take the decision of the step's
+    first call; after the block the sampler is left as one call would leave it. Models without a proposal sampler
+    are untouched.
+    """
+    sampler = getattr(model, "proposal_sampler", None)
+    if sampler is None or not hasattr(sampler, "_steps_since_update"):
+        yield
+        return
+    counter = sampler._steps_since_update
+
+    def restore(_module, _args) -> None:
+        sampler._steps_since_update = counter
+
+    handle = sampler.register_forward_pre_hook(restore)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _chunks(rays: RayBundle, chunk: int):

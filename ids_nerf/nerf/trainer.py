@@ -6,15 +6,21 @@ Differences from the stock Trainer, each fixing a pitfall of earlier NeRF-editin
   (camera optimizer, appearance embedding, hash-grid sizes) loads and the scene frame matches;
 - editing runs exactly ``--max-num-iterations`` steps, whatever step the source checkpoint was saved at, with
   fresh optimizers (the editing learning-rate schedule), and never writes into the source run's folder;
-- each step calls :meth:`IDSEditPipeline.edit_step`, which backpropagates chunk by chunk itself.
+- each step calls :meth:`IDSEditPipeline.edit_step`, which backpropagates chunk by chunk itself;
+- the diffusion prior is checked before anything is written (model resolvable, device/dtype combination) and
+  loaded before the scene, so that a prior error is one paragraph naming the ``ns-train`` flag, exit code 2, and
+  no run folder is left behind.
+
+``ns-train`` writes ``config.yml`` before it builds the trainer; :meth:`IDSEditTrainerConfig.save_config` runs the
+checks instead and the trainer writes the (source-adopted) config once the prior has loaded.
 """
 
 from __future__ import annotations
 
-import sys
+import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -22,10 +28,12 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from ids_nerf.console import exit_on_user_error
 from ids_nerf.errors import UserError, UserInputError
 from ids_nerf.nerf.checkpoints import register_safe_globals
 from ids_nerf.nerf.model import IDSNerfactoModelConfig
-from ids_nerf.nerf.pipeline import IDSEditPipelineConfig
+from ids_nerf.nerf.pipeline import NERF_PRIOR_FLAGS, IDSEditPipelineConfig
+from ids_nerf.profiling import phase
 
 
 class EditSetupError(UserError):
@@ -42,6 +50,33 @@ class IDSEditTrainerConfig(TrainerConfig):
     adopt_source_config: bool = True
     """Take the NeRF model and dataparser settings from the source run's config.yml (next to --load-dir), so the
     checkpoint and the scene frame always match."""
+
+    def prepare(self) -> Path:
+        """Every check that needs no model, then adopt the source run's settings; returns the source checkpoint.
+
+        Idempotent (ns-train calls it through :meth:`save_config`, the trainer again). Raises
+        :class:`EditSetupError` / :class:`~ids_nerf.errors.UserError` with what to fix.
+        """
+        validate_edit_config(self)
+        checkpoint = find_checkpoint(self)
+        if self.adopt_source_config:
+            adopt_source_config(self, checkpoint)
+        _check_output_dir(self, checkpoint)
+        _check_data(self)
+        from ids_nerf.guidance.prior import check_prior
+
+        check_prior(self.pipeline.guidance.prior_config(self.machine.device_type), NERF_PRIOR_FLAGS)
+        return checkpoint
+
+    def save_config(self) -> None:
+        """Called by ns-train before the trainer exists: validate only (exit 2 on bad input, nothing written); the
+        trainer writes config.yml once the source settings are adopted and the prior has loaded."""
+        with exit_on_user_error(f"ns-train {self.method_name}"):
+            self.prepare()
+
+    def write_config(self) -> None:
+        """Write ``<run>/config.yml`` (nerfstudio's own :meth:`TrainerConfig.save_config`)."""
+        super().save_config()
 
 
 def find_checkpoint(config: TrainerConfig) -> Path:
@@ -73,7 +108,16 @@ def find_checkpoint(config: TrainerConfig) -> Path:
 
 
 def validate_edit_config(config: IDSEditTrainerConfig) -> None:
-    """Checks that need no model: prompts present and different."""
+    """Checks that need no model: prompts present and different, trainer options the editing step supports."""
+    if config.mixed_precision or config.use_grad_scaler:
+        flag = "--mixed-precision" if config.mixed_precision else "--use-grad-scaler"
+        raise EditSetupError(
+            f"{flag} True is not supported by {config.method_name}: its editing step backpropagates the guidance "
+            "gradient into the NeRF in ray chunks, outside nerfstudio's autocast and gradient-scaler path, so the "
+            "NeRF is edited in float32. Drop the flag. To save memory, use --pipeline.guidance.dtype float16 (the "
+            "diffusion prior in half precision, the default on CUDA), a smaller --pipeline.guidance.render-chunk-size, "
+            "or --pipeline.guidance.render-downscale 2."
+        )
     g = config.pipeline.guidance
     if not g.src_prompt.strip():
         raise EditSetupError(
@@ -112,6 +156,14 @@ def adopt_source_config(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
     user_data = config.data or config.pipeline.datamanager.data
     config.pipeline.datamanager.dataparser = dataparser
     config.pipeline.datamanager.data = Path(user_data) if user_data is not None else dataparser.data
+
+
+def span_schedules(config: TrainerConfig) -> None:
+    """Make every learning-rate schedule span the editing steps (--max-num-iterations)."""
+    for opt in config.optimizers.values():
+        scheduler = opt.get("scheduler")
+        if scheduler is not None and hasattr(scheduler, "max_steps"):
+            scheduler.max_steps = config.max_num_iterations
 
 
 def _check_data(config: TrainerConfig) -> None:
@@ -166,34 +218,34 @@ class IDSEditTrainer(Trainer):
     config: IDSEditTrainerConfig
 
     def __init__(self, config: IDSEditTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
-        try:
-            validate_edit_config(config)
-            self.source_checkpoint = find_checkpoint(config)
-            if config.adopt_source_config:
-                adopt_source_config(config, self.source_checkpoint)
-            _check_output_dir(config, self.source_checkpoint)
-            _check_data(config)
-        except EditSetupError as err:
-            CONSOLE.print(f"[bold red]ids-edit: error:[/bold red] {err}")
-            sys.exit(2)
+        with exit_on_user_error(f"ns-train {config.method_name}"):
+            self.source_checkpoint = config.prepare()
         config.pipeline.guidance.seed = config.machine.seed
-        for opt in config.optimizers.values():  # the editing LR schedule spans the editing steps
-            scheduler = opt.get("scheduler")
-            if scheduler is not None and hasattr(scheduler, "max_steps"):
-                scheduler.max_steps = config.max_num_iterations
+        span_schedules(config)
         super().__init__(config, local_rank, world_size)
-        if local_rank == 0:
-            config.save_config()  # ns-train saved it before the source settings were adopted
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """Load the diffusion prior first (a prior error exits 2 before anything is written), write config.yml,
+        then build the pipeline and load the source scene."""
+        from ids_nerf.guidance.prior import DiffusionPrior
+
+        guidance = self.config.pipeline.guidance
+        with exit_on_user_error(f"ns-train {self.config.method_name}"):
+            prior = DiffusionPrior(guidance.prior_config(self.device), flags=NERF_PRIOR_FLAGS)
+        if self.local_rank == 0:
+            self.config.write_config()
+        super().setup(test_mode)
+        self.pipeline.set_prior(prior)  # type: ignore[attr-defined]
 
     def _load_checkpoint(self) -> None:
         register_safe_globals()
         state = torch.load(self.source_checkpoint, map_location="cpu")
-        if not _checkpoint_is_nerfacto(state):
-            CONSOLE.print(
-                f"[bold red]ids-edit: error:[/bold red] {self.source_checkpoint} is not a nerfacto "
-                "checkpoint (no field/proposal-network weights); ids-edit edits nerfacto scenes."
-            )
-            sys.exit(2)
+        with exit_on_user_error(f"ns-train {self.config.method_name}"):
+            if not _checkpoint_is_nerfacto(state):
+                raise EditSetupError(
+                    f"{self.source_checkpoint} is not a nerfacto checkpoint (no field/proposal-network weights); "
+                    f"{self.config.method_name} edits nerfacto scenes."
+                )
         self.pipeline.load_pipeline(state["pipeline"], state["step"])
         self._start_step = 0  # exactly max_num_iterations editing steps, whatever the source step
         CONSOLE.print(
@@ -202,9 +254,23 @@ class IDSEditTrainer(Trainer):
         )
 
     def train_iteration(self, step: int):  # type: ignore[override]
-        self.optimizers.zero_grad_all()
+        """One editing step, honouring --gradient-accumulation-steps (per parameter group) and --log-gradients
+        as nerfstudio's Trainer does; the backward pass happens inside :meth:`IDSEditPipeline.edit_step`."""
+        groups = list(self.optimizers.parameters.keys())
+        accumulate = self.gradient_accumulation_steps
+        self.optimizers.zero_grad_some([g for g in groups if step % accumulate[g] == 0])
         loss_dict, metrics_dict = self.pipeline.edit_step(step)  # type: ignore[attr-defined]
-        self.optimizers.optimizer_step_all()
-        self.optimizers.scheduler_step_all(step)
-        loss = sum(loss_dict.values())
+        if self.config.log_gradients:
+            norms = {
+                tag: value.grad.norm()
+                for tag, value in self.pipeline.model.named_parameters()
+                if value.grad is not None
+            }
+            metrics_dict.update({f"Gradients/{tag}": norm for tag, norm in norms.items()})
+            metrics_dict["Gradients/Total"] = functools.reduce(torch.add, norms.values(), torch.zeros(()))
+        with phase("optimizer step"):
+            needs_step = [g for g in groups if step % accumulate[g] == accumulate[g] - 1]
+            self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)  # scaler disabled: plain step
+            self.optimizers.scheduler_step_all(step)
+        loss = functools.reduce(torch.add, loss_dict.values())
         return loss, loss_dict, metrics_dict

@@ -1,0 +1,295 @@
+"""``ids-bench-nerf``: where a NeRF editing step spends its time and memory, per method, side by side in one run.
+
+Builds a scene (default: 20 generated forward-facing LLFF views at 504x378, the size of fern's ``images_8``; or
+``--data`` for a real one), a nerfacto model (``--load-dir`` of a trained run, or freshly initialised: the cost of
+a step does not depend on what the scene has learnt) and a prior (``--prior`` hub id / folder / ``toy`` / ``tiny``,
+or ``--arch sd-v1`` for the SD-v1.4 architecture with random weights), then times editing steps of each method
+(``dds-edit``, ``ids-edit``, ...) exactly as ``ns-train`` runs them, broken down by phase:
+
+  render (no grad)          the view rendered in ray chunks, to get the image the prior sees
+  fpr                       fixed-point regularization (IDS): N UNet forward+backward passes on the source
+  vae encode                the render encoded to the target latent (forward, graph kept)
+  guidance branches         the score's UNet calls (DDS: source and target branch, with CFG)
+  vae backward              the guidance gradient pushed back through the VAE encoder to the image
+  nerf backward (chunked)   every chunk re-rendered with grad and backpropagated (+ proposal loss)
+  render+backward (1 chunk) a view that fits in one chunk: rendered once with grad
+  optimizer step            Adam on fields and proposal networks, LR schedule
+  other                     the rest of the step (data, sampling, bookkeeping)
+
+Times are per step, excluding nested phases; peak memory is the highest level reached while the phase was open
+(``torch.cuda.max_memory_allocated`` on CUDA; the resident set size sampled every 5 ms on CPU). Writes
+``bench_nerf.json`` and ``bench_nerf.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ids_nerf.console import run_console
+from ids_nerf.errors import UserInputError
+
+#: Phases in the order a step runs them (the table's rows).
+PHASES = (
+    "source latent (once per view)",
+    "render (no grad)",
+    "fpr",
+    "vae encode",
+    "guidance branches",
+    "vae backward",
+    "nerf backward (chunked)",
+    "render+backward (1 chunk)",
+    "optimizer step",
+)
+SRC_PROMPT, TRG_PROMPT = "a photo of a fern", "a photo of a fern made of gold"
+
+
+@dataclass
+class NerfBenchConfig:
+    """Time NeRF editing steps phase by phase (render, FPR, VAE, guidance, chunked backward, optimizer)."""
+
+    methods: tuple[str, ...] = ("dds-edit", "ids-edit")
+    """ns-train editing methods to time, side by side (dds-edit, ids-edit, pds-edit, pds-fpr-edit, sds-edit)."""
+    data: Path | None = None
+    """A scene folder (LLFF, Blender or nerfstudio data). None: generate --views forward-facing LLFF views."""
+    views: int = 20
+    """Views of the generated scene (ignored with --data)."""
+    width: int = 504
+    """Image width of the generated scene (fern's images_8: 504x378; ignored with --data)."""
+    height: int = 378
+    """Image height of the generated scene (ignored with --data)."""
+    load_dir: Path | None = None
+    """A trained nerfacto run's nerfstudio_models/ to edit (with --data of that run). None: fresh nerfacto."""
+    prior: str = "tiny"
+    """Diffusion prior: hub id, local diffusers folder, `toy` or `tiny`. Ignored with --arch."""
+    arch: str | None = None
+    """Use an architecture with random weights instead of --prior: `sd-v1` (SD v1.4 from its public config)."""
+    steps: int = 2
+    """Timed editing steps per method."""
+    warmup: int = 1
+    """Untimed editing steps per method before the timed ones (the first step also encodes the prompts)."""
+    render_chunk_size: int = 4096
+    """Rays rendered at once (ns-train's --pipeline.guidance.render-chunk-size)."""
+    small_nerfacto: bool = False
+    """Use the CPU-sized nerfacto of ids-nerf-demo instead of nerfacto's defaults (quick runs only)."""
+    device: str = "auto"
+    """Device of the NeRF and the prior: auto (CUDA when available), cpu, cuda."""
+    dtype: str = "auto"
+    """Prior dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default, all cores)."""
+    seed: int = 0
+    """Seed of the scene, the random weights (--arch) and the edit."""
+    out: Path | None = None
+    """Folder for bench_nerf.json and bench_nerf.md (created; existing files are replaced)."""
+
+
+def _validate(cfg: NerfBenchConfig) -> None:
+    from ids_nerf import method_configs
+
+    for method in cfg.methods:
+        if not hasattr(method_configs, method.replace("-", "_")) or not method.endswith("-edit"):
+            raise UserInputError(
+                f"--methods: unknown editing method {method!r}; choose from dds-edit, ids-edit, pds-edit, "
+                "pds-fpr-edit, sds-edit."
+            )
+    if cfg.steps < 1 or cfg.warmup < 0:
+        raise UserInputError(f"--steps must be >= 1 and --warmup >= 0 (got {cfg.steps}, {cfg.warmup}).")
+    if cfg.data is not None and not cfg.data.is_dir():
+        raise UserInputError(f"--data {cfg.data} is not a folder.")
+    if cfg.load_dir is not None and cfg.data is None:
+        raise UserInputError("--load-dir needs --data: the scene folder the run was trained on.")
+    if cfg.data is None and (cfg.views < 2 or min(cfg.width, cfg.height) < 8):
+        raise UserInputError("--views must be >= 2 and --width/--height >= 8.")
+
+
+def _prior(cfg: NerfBenchConfig, device: str):
+    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+
+    pcfg = PriorConfig(model=cfg.prior, device=device, dtype=cfg.dtype)
+    if cfg.arch is None:
+        return DiffusionPrior(pcfg)
+    from ids_nerf.bench.architectures import ARCHITECTURES, random_components
+
+    if cfg.arch not in ARCHITECTURES:
+        raise UserInputError(f"--arch {cfg.arch!r} is unknown; choose from {', '.join(ARCHITECTURES)}.")
+    return DiffusionPrior(pcfg, components=random_components(cfg.arch, cfg.seed))
+
+
+def _generate_scene(cfg: NerfBenchConfig, folder: Path) -> Path:
+    from ids_nerf.toy.datasets import write_llff
+    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+
+    scene = SceneSpec(objects=[ObjectSpec(shape="sphere", color="green", center=(0.0, 0.0, 0.5), size=0.5)])
+    write_llff(scene, folder, n_views=cfg.views, size=(cfg.width, cfg.height), seed=cfg.seed, supersample=1)
+    return folder
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, prior) -> dict[str, Any]:
+    from ids_nerf.nerf.demo import cpu_friendly_nerfacto
+    from ids_nerf.nerf.standalone import build_edit
+    from ids_nerf.profiling import record_phases
+
+    def guidance(g) -> None:
+        g.src_prompt, g.trg_prompt = SRC_PROMPT, TRG_PROMPT
+        g.render_chunk_size, g.log_every, g.seed = cfg.render_chunk_size, 0, cfg.seed
+
+    run = build_edit(
+        method,
+        data,
+        device,
+        load_dir=cfg.load_dir,
+        model=cpu_friendly_nerfacto if cfg.small_nerfacto else None,
+        prior=prior,
+        guidance=guidance,
+    )
+    pipe = run.pipeline
+    first_s = None
+    for step in range(cfg.warmup):
+        _sync(device)
+        t0 = time.perf_counter()
+        run.step(step)
+        _sync(device)
+        first_s = first_s if first_s is not None else time.perf_counter() - t0
+    step_s, updates = [], []
+    with record_phases(device) as recorder:
+        for step in range(cfg.warmup, cfg.warmup + cfg.steps):
+            sampler = getattr(pipe.model, "proposal_sampler", None)
+            if sampler is not None:
+                updates.append(bool(sampler._steps_since_update > sampler.update_sched(step) or step < 10))
+            _sync(device)
+            t0 = time.perf_counter()
+            run.step(step)
+            _sync(device)
+            step_s.append(time.perf_counter() - t0)
+    index = pipe._current_view
+    width, height = pipe._view_size(index)
+    n = cfg.steps
+    phases = {
+        name: {"s_per_step": s.seconds / n, "calls_per_step": s.calls / n, "peak_gb": s.peak_bytes / 2**30}
+        for name, s in recorder.stats.items()
+    }
+    phases["other"] = {
+        "s_per_step": max(0.0, statistics.mean(step_s) - sum(p["s_per_step"] for p in phases.values())),
+        "calls_per_step": 1.0,
+        "peak_gb": float("nan"),
+    }
+    peak = max((s.peak_bytes for s in recorder.stats.values()), default=0) / 2**30
+    return {
+        "method": method,
+        "guidance": pipe.config.guidance.name,
+        "step_s": step_s,
+        "median_s": statistics.median(step_s),
+        "first_step_s": first_s,
+        "proposal_update_steps": updates,
+        "phases": phases,
+        "peak_gb": peak,
+        "render_size": [width, height],
+        "latent_shape": list(pipe.get_prior().latent_shape(height, width)),
+        "chunks_per_view": -(-width * height // cfg.render_chunk_size),
+    }
+
+
+def run(cfg: NerfBenchConfig) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-ready result (also written to --out)."""
+    import diffusers
+    import nerfstudio
+
+    _validate(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    prior = _prior(cfg, device)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ids-bench-nerf-") as tmp:
+        data = cfg.data if cfg.data is not None else _generate_scene(cfg, Path(tmp) / "scene")
+        for method in cfg.methods:
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            rows.append(_time_method(cfg, method, data, device, prior))
+    info = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "prior": cfg.arch or cfg.prior,
+        "dtype": str(prior.dtype),
+        "vae_dtype": str(prior.vae_dtype),
+        "threads": torch.get_num_threads(),
+        "scene": str(cfg.data)
+        if cfg.data is not None
+        else f"generated LLFF, {cfg.views} views {cfg.width}x{cfg.height}",
+        "nerfacto": "small (ids-nerf-demo)" if cfg.small_nerfacto else "nerfacto defaults",
+        "trained": cfg.load_dir is not None,
+        "versions": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "nerfstudio": getattr(nerfstudio, "__version__", "1.1.5"),
+            "python": platform.python_version(),
+        },
+    }
+    result = {"info": info, "rows": rows, "config": json.loads(json.dumps(asdict(cfg), default=str))}
+    if cfg.out is not None:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        (cfg.out / "bench_nerf.json").write_text(json.dumps(result, indent=1))
+        (cfg.out / "bench_nerf.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The result as Markdown: one column pair (s/step, peak GB) per method, one row per phase."""
+    info, rows = result["info"], result["rows"]
+    memory = "max_memory_allocated" if info["device"].startswith("cuda") else "peak RSS"
+    lines = [
+        f"scene: {info['scene']} ({info['nerfacto']}, {'trained' if info['trained'] else 'fresh'}); prior "
+        f"{info['prior']} UNet {info['dtype']} / VAE {info['vae_dtype']}; {info['device_name']} ({info['device']}), "
+        f"{info['threads']} threads; torch {info['versions']['torch']}",
+        "",
+        "| phase | " + " | ".join(f"{r['method']} s/step | peak GB ({memory})" for r in rows) + " |",
+        "|---|" + "---|---|" * len(rows),
+    ]
+    names = [p for p in (*PHASES, "other") if any(p in r["phases"] for r in rows)]
+    for name in names:
+        cells = []
+        for r in rows:
+            p = r["phases"].get(name)
+            cells += ["-", "-"] if p is None else [f"{p['s_per_step']:.2f}", f"{p['peak_gb']:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| **step (median)** | " + " | ".join(f"**{r['median_s']:.2f}** | **{r['peak_gb']:.2f}**" for r in rows) + " |"
+    )
+    lines += [
+        "",
+        "| method | render size | latent | chunks/view | first step s | proposal update steps | ratio to first |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = rows[0]["median_s"]
+    for r in rows:
+        first = f"{r['first_step_s']:.2f}" if r["first_step_s"] is not None else "-"
+        lines.append(
+            f"| {r['method']} | {r['render_size'][0]}x{r['render_size'][1]} | {'x'.join(map(str, r['latent_shape']))} "
+            f"| {r['chunks_per_view']} | {first} | {sum(r['proposal_update_steps'])}/{len(r['step_s'])} "
+            f"| {r['median_s'] / base:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def entrypoint() -> None:
+    """Console entry point."""
+    _, result = run_console("ids-bench-nerf", NerfBenchConfig, run, __doc__)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    entrypoint()

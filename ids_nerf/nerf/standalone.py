@@ -1,0 +1,100 @@
+"""An editing run built in-process, without ``ns-train``: the same :class:`IDSEditPipeline`, Adam optimizers, LR
+schedule and proposal-sampler callbacks as ``ns-train <method>``, for benchmarks and tests that need to drive single
+editing steps (and, for timing, a freshly initialised scene instead of a trained one).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.models.nerfacto import NerfactoModelConfig
+
+from ids_nerf.nerf.pipeline import IDSEditPipeline
+from ids_nerf.profiling import phase
+
+
+@dataclass
+class StandaloneEdit:
+    """A built editing run: call :meth:`step` with increasing step numbers, as nerfstudio's Trainer does."""
+
+    pipeline: IDSEditPipeline
+    """The editing pipeline (scene, data, guidance)."""
+    optimizers: Optimizers
+    """nerfstudio optimizers of the edited parameter groups (fields, proposal networks)."""
+    callbacks: list[TrainingCallback]
+    """The pipeline's training callbacks (the proposal sampler's step counter)."""
+
+    def step(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """One editing step: zero grads, :meth:`IDSEditPipeline.edit_step`, optimizer and scheduler step,
+        after-iteration callbacks. Returns (loss_dict, metrics_dict)."""
+        self.optimizers.zero_grad_all()
+        loss_dict, metrics = self.pipeline.edit_step(step)
+        with phase("optimizer step"):
+            self.optimizers.optimizer_step_all()
+            self.optimizers.scheduler_step_all(step)
+        for callback in self.callbacks:
+            callback.run_callback_at_location(step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        return loss_dict, metrics
+
+
+def build_edit(
+    method: str,
+    data: Path,
+    device: str,
+    *,
+    load_dir: Path | None = None,
+    model: Callable[[NerfactoModelConfig], None] | None = None,
+    prior: Any = None,
+    guidance: Callable[[Any], None] | None = None,
+) -> StandaloneEdit:
+    """Build ``method`` (an ``ns-train`` editing method name, e.g. ``ids-edit``) on the scene in ``data``.
+
+    Args:
+        load_dir: a nerfacto run's ``nerfstudio_models/`` to edit (its config.yml is adopted as by ``ns-train``);
+            None edits a freshly initialised nerfacto (enough for timing and gradient checks).
+        model: edits the nerfacto config in place before the model is built (e.g. a CPU-sized nerfacto).
+        prior: an already built :class:`~ids_nerf.guidance.prior.DiffusionPrior`; None loads the configured one.
+        guidance: edits the guidance config (prompts, prior, chunk size, ...) in place before the pipeline is built.
+    """
+    from ids_nerf import method_configs
+    from ids_nerf.nerf.trainer import adopt_source_config, find_checkpoint, span_schedules
+
+    spec = getattr(method_configs, method.replace("-", "_"), None)
+    if spec is None:
+        raise ValueError(f"Unknown editing method {method!r}.")
+    config = copy.deepcopy(spec.config)
+    config.data = data
+    config.pipeline.datamanager.data = data
+    config.machine.device_type = device.split(":")[0]
+    checkpoint = None
+    if load_dir is not None:
+        config.load_dir = load_dir
+        checkpoint = find_checkpoint(config)
+        adopt_source_config(config, checkpoint)
+    if model is not None:
+        model(config.pipeline.model)
+    if torch.device(device).type != "cuda":
+        config.pipeline.model.implementation = "torch"  # tinycudann is CUDA-only
+    if guidance is not None:
+        guidance(config.pipeline.guidance)
+    pipeline: IDSEditPipeline = config.pipeline.setup(device=device, test_mode="val")
+    if checkpoint is not None:
+        from ids_nerf.nerf.checkpoints import register_safe_globals
+
+        register_safe_globals()
+        state = torch.load(checkpoint, map_location="cpu")
+        pipeline.load_pipeline(state["pipeline"], state["step"])
+    pipeline.train()
+    if prior is not None:
+        pipeline.set_prior(prior)
+    span_schedules(config)
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    callbacks = pipeline.get_training_callbacks(TrainingCallbackAttributes(optimizers, None, pipeline, None))
+    return StandaloneEdit(pipeline, optimizers, callbacks)

@@ -1,0 +1,64 @@
+"""ids-bench-nerf on a small generated 4:3 scene with the tiny prior: phases, sizes and files (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ids_nerf.bench.nerf import NerfBenchConfig, markdown, run
+from ids_nerf.errors import UserInputError
+from ids_nerf.profiling import phase, record_phases
+
+
+def test_nerf_bench_times_every_phase_of_both_methods(tmp_path, tiny_prior_dir):
+    cfg = NerfBenchConfig(
+        prior=str(tiny_prior_dir),
+        views=3,
+        width=80,
+        height=60,
+        small_nerfacto=True,
+        render_chunk_size=4096,
+        steps=1,
+        warmup=1,
+        device="cpu",
+        out=tmp_path / "bench",
+    )
+    result = run(cfg)
+    dds, ids = result["rows"]
+    assert (dds["method"], ids["method"]) == ("dds-edit", "ids-edit")
+    for row in (dds, ids):
+        assert row["render_size"] == [128, 96] and row["latent_shape"] == [4, 12, 16]
+        assert row["chunks_per_view"] == 3
+        for name in ("render (no grad)", "vae encode", "guidance branches", "vae backward", "nerf backward (chunked)"):
+            assert row["phases"][name]["s_per_step"] > 0 and row["phases"][name]["peak_gb"] > 0
+        assert row["median_s"] >= sum(p["s_per_step"] for k, p in row["phases"].items() if k != "other") * 0.999
+    assert "fpr" in ids["phases"] and "fpr" not in dds["phases"]
+    assert ids["phases"]["fpr"]["calls_per_step"] == 1
+    saved = json.loads((tmp_path / "bench" / "bench_nerf.json").read_text())
+    assert saved["info"]["device"] == "cpu" and len(saved["rows"]) == 2
+    table = (tmp_path / "bench" / "bench_nerf.md").read_text()
+    assert table == markdown(result) and "| fpr |" in table and "128x96" in table
+
+
+def test_nerf_bench_rejects_unknown_methods():
+    with pytest.raises(UserInputError, match="--methods"):
+        run(NerfBenchConfig(methods=("ids",)))
+
+
+def test_phases_are_exclusive_and_free_when_not_recording():
+    import time
+
+    with phase("outside"):  # no recorder: nothing happens
+        pass
+    with record_phases("cpu") as recorder:
+        with phase("outer"):
+            time.sleep(0.02)
+            with phase("inner"):
+                time.sleep(0.05)
+        with phase("inner"):
+            time.sleep(0.05)
+    assert set(recorder.stats) == {"outer", "inner"}
+    assert recorder.stats["inner"].calls == 2 and recorder.stats["inner"].seconds >= 0.1
+    assert 0.02 <= recorder.stats["outer"].seconds < 0.05  # the nested phase's time is not counted twice
+    assert recorder.stats["outer"].peak_bytes > 0 and recorder.stats["inner"].peak_bytes > 0
