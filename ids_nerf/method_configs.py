@@ -3,7 +3,8 @@
 Imported by every ``ns-*`` command at start-up: it imports nerfstudio config classes only (no diffusers, no
 transformers), and registers the numpy globals that nerfstudio checkpoints need with torch >= 2.6.
 
-All editing methods come from :func:`edit_method`; they differ only in the guidance preset.
+All editing methods come from :func:`edit_method` applied to the method registry's NeRF methods
+(:data:`ids_nerf.guidance.methods.NERF_METHODS`); they differ only in the guidance.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from ids_nerf.guidance.distiller import PRESETS
+from ids_nerf.guidance.config import guidance_config
+from ids_nerf.guidance.methods import NERF_METHODS, MethodSpec
 from ids_nerf.nerf.checkpoints import register_safe_globals
 from ids_nerf.nerf.dataparsers.auto import AutoDataParserConfig
 from ids_nerf.nerf.model import IDSNerfactoModelConfig
@@ -37,13 +39,12 @@ def _adam(lr: float, lr_final: float, max_steps: int) -> dict:
     }
 
 
-def edit_method(name: str, preset: str, description: str) -> MethodSpecification:
-    """An editing method: a pretrained nerfacto scene edited with guidance ``preset`` (ids, dds, pds, ...)."""
-    base, use_fpr = PRESETS[preset]
-    guidance = NerfGuidanceConfig(method=base)  # type: ignore[arg-type]
-    guidance.fpr.enabled = use_fpr
+def edit_method(spec: MethodSpec) -> MethodSpecification:
+    """The ns-train method ``<name>-edit`` of a registered editing method: a pretrained nerfacto scene edited with
+    that method's guidance."""
+    guidance = guidance_config(spec.name)
     config = IDSEditTrainerConfig(
-        method_name=name,
+        method_name=spec.nerf_method,
         steps_per_eval_batch=1_000_000,
         steps_per_eval_image=500,
         steps_per_eval_all_images=1_000_000,
@@ -53,7 +54,7 @@ def edit_method(name: str, preset: str, description: str) -> MethodSpecification
         pipeline=IDSEditPipelineConfig(
             datamanager=VanillaDataManagerConfig(dataparser=AutoDataParserConfig()),
             model=IDSNerfactoModelConfig(eval_num_rays_per_chunk=1 << 15),
-            guidance=guidance,
+            guidance=NerfGuidanceConfig(score=guidance.score, fpr=guidance.fpr),
         ),
         optimizers={  # official PDS plugin: Adam 1e-2 decaying to 1e-3 over the editing run
             "proposal_networks": _adam(1e-2, 1e-3, EDIT_STEPS),
@@ -62,19 +63,22 @@ def edit_method(name: str, preset: str, description: str) -> MethodSpecification
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     )
-    return MethodSpecification(config=config, description=description)
+    return MethodSpecification(
+        config=config, description=f"{spec.description}: text-guided editing of a nerfacto scene."
+    )
 
 
-ids_edit = edit_method(
-    "ids-edit",
-    "ids",
-    "IDS text-guided NeRF editing (DDS + fixed-point regularization) of a "
-    "nerfacto scene (--load-dir); identity-preserving.",
-)
-pds_fpr_edit = edit_method("pds-fpr-edit", "pds-fpr", "PDS NeRF editing with IDS's fixed-point regularization.")
-dds_edit = edit_method("dds-edit", "dds", "Delta Denoising Score NeRF editing (baseline of IDS).")
-pds_edit = edit_method("pds-edit", "pds", "Posterior Distillation Sampling NeRF editing (baseline).")
-sds_edit = edit_method("sds-edit", "sds", "Score Distillation Sampling NeRF editing (baseline).")
+#: Every ns-train editing method (``ids-edit``, ``dds-edit``, ``cds-edit``, ...), from the method registry.
+EDIT_METHODS: dict[str, MethodSpecification] = {name: edit_method(spec) for name, spec in NERF_METHODS.items()}
+
+
+def __getattr__(name: str) -> MethodSpecification:
+    """``ids_edit``, ``cds_edit``, ...: the entry points in pyproject.toml name the editing methods this way."""
+    method = name.replace("_", "-")
+    if method in EDIT_METHODS:
+        return EDIT_METHODS[method]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ids_recon = MethodSpecification(
     config=TrainerConfig(

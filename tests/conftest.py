@@ -97,8 +97,7 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
         NerfDemoConfig(prior=str(tiny_prior_dir), edit_steps=EDIT_STEPS),
         "cpu",
     )
-    g = edit.pipeline.guidance
-    g.resolution, g.log_every, g.view_repeat = 64, 1, 2
+    edit.pipeline.render.resolution, edit.pipeline.render.view_repeat, edit.pipeline.log_every = 64, 2, 1
     train_run(edit)
     return {
         "root": root,

@@ -10,6 +10,8 @@ import pytest
 
 from ids_nerf.bench.identity import IdentityBenchConfig, bootstrap_ci, build_suite, edit_metrics, run
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.prior import PriorConfig
+from ids_nerf.image.editor import OptimConfig
 from ids_nerf.toy import detectors
 
 
@@ -50,13 +52,12 @@ def test_bootstrap_interval_brackets_the_mean():
 def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
     cfg = IdentityBenchConfig(
         out=tmp_path / "b",
-        prior=str(tiny_prior_dir),
+        prior=PriorConfig(model=str(tiny_prior_dir), device="cpu"),
         methods=("dds", "ids"),
         n_per_kind=1,
-        steps=1,
+        optim=OptimConfig(steps=1),
         n_bootstrap=50,
         grid_edits=3,
-        device="cpu",
     )
     result = run(cfg)
     saved = json.loads((tmp_path / "b" / "results.json").read_text())

@@ -8,12 +8,13 @@ import pytest
 
 from ids_nerf.bench.nerf import NerfBenchConfig, markdown, run
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.profiling import phase, record_phases
 
 
 def test_nerf_bench_times_every_phase_of_both_methods(tmp_path, tiny_prior_dir):
     cfg = NerfBenchConfig(
-        prior=str(tiny_prior_dir),
+        prior=PriorConfig(model=str(tiny_prior_dir)),
         views=3,
         width=80,
         height=60,

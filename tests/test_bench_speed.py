@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 
 from ids_nerf.bench.speed import SpeedBenchConfig, markdown, run
+from ids_nerf.guidance.prior import PriorConfig
 
 
 def test_speed_bench_produces_a_table_and_json(tmp_path, tiny_prior_dir):
     out = tmp_path / "speed.json"
     cfg = SpeedBenchConfig(
-        prior=str(tiny_prior_dir),
+        prior=PriorConfig(model=str(tiny_prior_dir), device="cpu"),
         methods=("dds", "ids-n1", "ids-jf", "pds"),
         repeats=2,
         warmup=1,
         edit_steps=2,
-        device="cpu",
         out=out,
     )
     result = run(cfg)

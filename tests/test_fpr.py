@@ -68,7 +68,7 @@ def _algorithm1_numpy(den: LinearDenoiser, z_src, eps, cond, t, w, lam, n, metri
 def test_matches_plain_transcription_on_linear_predictor(metric, t, w, lam, n):
     den = LinearDenoiser(dim=18, seed=3)
     z_src, eps, cond = _inputs(seed=4)
-    cfg = FPRConfig(iterations=n, scale=lam, metric=metric, guidance_scale=w)
+    cfg = FPRConfig(iterations=n, step_size=lam, metric=metric, source_guidance_scale=w)
     out = fixed_point_regularization(den, z_src, cond, t, eps, cfg)
     z_ref, eps_ref, losses_ref = _algorithm1_numpy(den, z_src, eps, cond, t, w, lam, n, metric)
     np.testing.assert_allclose(out.z_t.numpy().ravel(), z_ref, rtol=0, atol=1e-6)
@@ -86,7 +86,7 @@ def test_fpr_gradient_matches_finite_differences_through_unet(tiny_prior_dir):
     eps = torch.randn(1, 4, 16, 16, generator=g, dtype=torch.float64)
     cond = prior.text_embeddings("a red sphere")
     t, lam = 400, 1e-3
-    cfg = FPRConfig(iterations=1, scale=lam, metric="norm", guidance_scale=7.5)
+    cfg = FPRConfig(iterations=1, step_size=lam, metric="norm", source_guidance_scale=7.5)
     out = fixed_point_regularization(prior, z_src, cond, t, eps, cfg)
     z_t0 = add_noise(prior.alphas_cumprod.double(), z_src, eps, t)
     grad = (z_t0 - out.z_t) / lam  # the library's step is z_t - lambda * grad
@@ -110,7 +110,7 @@ def test_fpr_lowers_its_own_loss_on_tiny_unet(tiny_prior, metric):
     eps = torch.randn(1, 4, 16, 16, generator=g)
     cond = tiny_prior.text_embeddings("a blue cube on a wooden floor")
     scale = {"norm": 0.5, "mse": 20.0, "l1": 20.0, "ssim": 5.0}[metric]
-    cfg = FPRConfig(iterations=4, scale=scale, metric=metric)
+    cfg = FPRConfig(iterations=4, step_size=scale, metric=metric)
     out = fixed_point_regularization(tiny_prior, z_src, cond, 600, eps, cfg)
     with torch.no_grad():
         e = tiny_prior.eps(out.z_t, 600, cond, 7.5)

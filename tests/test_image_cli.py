@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from ids_nerf.errors import PriorLoadError, UserInputError
+from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.image.cli import EditImageConfig, run, validate
+from ids_nerf.image.editor import OptimConfig
 from ids_nerf.image.io import load_image, to_tensor
 
 
@@ -27,15 +29,14 @@ def photo(tmp_path: Path) -> Path:
     return path
 
 
-def _cfg(image: Path, out: Path, prior: Path, **kw) -> EditImageConfig:
+def _cfg(image: Path, out: Path, prior: Path, steps: int = 3, dtype: str = "auto", **kw) -> EditImageConfig:
     base = {
         "image": image,
         "out": out,
         "src_prompt": "a red sphere",
         "trg_prompt": "a blue sphere",
-        "steps": 3,
-        "prior": str(prior),
-        "device": "cpu",
+        "optim": OptimConfig(steps=steps),
+        "prior": PriorConfig(model=str(prior), device="cpu", dtype=dtype),
         "progress": False,
     }
     return EditImageConfig(**{**base, **kw})
@@ -64,12 +65,13 @@ def test_same_seed_gives_identical_edit(photo, tmp_path, tiny_prior_dir):
 
 
 def test_edit_moves_latent_and_zero_steps_keeps_it(photo, tmp_path, tiny_prior_dir, tiny_prior):
-    from ids_nerf.guidance.distiller import ScoreDistiller, guidance_from_preset
-    from ids_nerf.image.editor import OptimConfig, edit_latent
+    from ids_nerf.guidance.config import guidance_config
+    from ids_nerf.guidance.distiller import ScoreDistiller
+    from ids_nerf.image.editor import edit_latent
 
     with torch.no_grad():
         z_src = tiny_prior.encode(to_tensor(load_image(photo), (128, 128)))
-    d = ScoreDistiller(tiny_prior, guidance_from_preset("ids"), seed=0)
+    d = ScoreDistiller(tiny_prior, guidance_config("ids"), seed=0)
     c_src, c_trg = tiny_prior.text_embeddings("a red sphere"), tiny_prior.text_embeddings("a blue cube")
     res = edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=4), progress=False)
     assert float((res.latent - z_src).abs().max()) > 0
@@ -80,13 +82,13 @@ def test_edit_moves_latent_and_zero_steps_keeps_it(photo, tmp_path, tiny_prior_d
 def test_render_size_keeps_the_aspect():
     from ids_nerf.guidance.sizes import render_size
 
-    assert render_size(512, 384, 512, 64) == (512, 384)  # SD 1.x: a 64x48 latent
-    assert render_size(160, 120, 128, 16) == (128, 96)
+    assert render_size(384, 512, 512, 64) == (384, 512)  # (height, width); SD 1.x: a 48x64 latent
     assert render_size(120, 160, 128, 16) == (96, 128)
-    assert render_size(1000, 10, 128, 16) == (128, 16)  # the short side is at least one multiple
+    assert render_size(160, 120, 128, 16) == (128, 96)
+    assert render_size(10, 1000, 128, 16) == (16, 128)  # the short side is at least one multiple
 
 
-@pytest.mark.parametrize(("size", "edit_size"), [((160, 120), (128, 96)), ((90, 150), (80, 128))])
+@pytest.mark.parametrize(("size", "edit_size"), [((160, 120), (96, 128)), ((90, 150), (128, 80))])
 def test_edit_at_the_input_aspect(tmp_path, tiny_prior_dir, tiny_prior, monkeypatch, size, edit_size):
     """Long side = the prior's resolution (128), short side rounded to its size multiple (16): no squashing."""
     from ids_nerf.image import cli
@@ -100,12 +102,12 @@ def test_edit_at_the_input_aspect(tmp_path, tiny_prior_dir, tiny_prior, monkeypa
     out, strip = tmp_path / "out.png", tmp_path / "traj.png"
     summary = run(_cfg(image, out, tiny_prior_dir, method="dds", steps=2, save_trajectory=strip, trajectory_frames=2))
     assert encoded_sizes == [edit_size]  # the source is encoded at the edit size, not squashed to 128x128
-    latent_shape = [4, edit_size[1] // 8, edit_size[0] // 8]
+    latent_shape = [4, edit_size[0] // 8, edit_size[1] // 8]  # edit_size is (height, width)
     assert summary["edit_size"] == list(edit_size) and summary["latent_shape"] == latent_shape
     diag = json.loads(out.with_suffix(".json").read_text())
     assert diag["edit_size"] == list(edit_size) and diag["latent_shape"] == latent_shape
     assert Image.open(out).size == size  # written at the input's size
-    assert Image.open(strip).size == (3 * edit_size[0], edit_size[1])  # source + 2 frames, at the edit size
+    assert Image.open(strip).size == (3 * edit_size[1], edit_size[0])  # source + 2 frames, at the edit size
 
 
 @pytest.mark.parametrize(("method", "base", "scale", "fpr"), [("ids", "dds", 7.5, True), ("pds", "pds", 100.0, False)])
@@ -115,12 +117,12 @@ def test_diagnostics_record_the_effective_guidance(photo, tmp_path, tiny_prior_d
     diag = json.loads(out.with_suffix(".json").read_text())
     assert diag["options"]["method"] == method and diag["options"]["fpr"]["enabled"] is False  # as given
     guidance = diag["guidance"]  # after the preset and the method's default scale
-    assert guidance["method"] == base and guidance["guidance_scale"] == scale
+    assert guidance["score"] == base and guidance["guidance_scale"] == scale
     assert guidance["fpr"]["enabled"] is fpr and guidance["fpr"]["iterations"] == 3
 
 
 def test_validate_checks_the_prior_before_anything_loads(photo, tmp_path):
-    with pytest.raises(UserInputError, match="use --dtype float32"):
+    with pytest.raises(UserInputError, match="use --prior.dtype float32"):
         validate(_cfg(photo, tmp_path / "o.png", Path("tiny"), dtype="float16"))
     with pytest.raises(PriorLoadError, match="HF_HUB_OFFLINE"):
         validate(_cfg(photo, tmp_path / "o.png", Path("org/not-in-the-cache")))
@@ -149,7 +151,7 @@ def test_rgba_grayscale_and_exif_inputs(tmp_path):
         ({"image_path": Path("missing.png")}, "file not found"),
         ({"src_prompt": "  "}, "--src-prompt is empty"),
         ({"trg_prompt": ""}, "--trg-prompt is empty"),
-        ({"steps": -1}, "--steps"),
+        ({"steps": -1}, "--optim.steps"),
     ],
 )
 def test_bad_inputs_raise_before_model_loads(photo, tmp_path, change, match):
@@ -194,9 +196,9 @@ def test_cli_subprocess_success_and_exit_code_2(photo, tmp_path, tiny_prior_dir)
         "a blue sphere",
         "--out",
         str(out),
-        "--steps",
+        "--optim.steps",
         "3",
-        "--prior",
+        "--prior.model",
         str(tiny_prior_dir),
         "--method",
         "pds-fpr",
@@ -228,16 +230,17 @@ def test_help_documents_every_option():
         "--src-prompt",
         "--trg-prompt",
         "--method",
-        "--steps",
-        "--lr",
+        "--optim.steps",
+        "--optim.lr",
         "--seed",
-        "--prior",
+        "--prior.model",
+        "--prior.dtype",
         "--guidance-scale",
         "--fpr.iterations",
-        "--fpr.scale",
+        "--fpr.step-size",
         "--fpr.metric",
         "--fpr.wrt",
-        "--fpr.guidance-scale",
+        "--fpr.source-guidance-scale",
         "--save-trajectory",
         "--overwrite",
     ):
@@ -249,10 +252,10 @@ def test_cli_float16_on_cpu_exits_2_with_one_line_and_writes_nothing(photo, tmp_
     cache = tmp_path / "cache"
     res = _cli(
         *("--image", str(photo), "--src-prompt", "a", "--trg-prompt", "b", "--out", str(out)),
-        *("--prior", "tiny", "--dtype", "float16", "--device", "cpu"),
+        *("--prior.model", "tiny", "--prior.dtype", "float16", "--prior.device", "cpu"),
         env_extra={"IDS_NERF_CACHE": str(cache)},
     )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "float16 is not supported on the CPU" in lines[0] and "--dtype" in lines[0], lines
+    assert len(lines) == 1 and "float16 is not supported on the CPU" in lines[0] and "--prior.dtype" in lines[0], lines
     assert not out.parent.exists() and not cache.exists()

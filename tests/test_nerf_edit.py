@@ -108,7 +108,7 @@ def test_bad_inputs_exit_before_models_load(edited_run, tmp_path, capsys, change
     config = copy.deepcopy(edited_run["edit"])
     config.output_dir, config.timestamp = tmp_path, "bad"
     g = config.pipeline.guidance
-    g.prior = "/nonexistent/prior"  # would fail loudly if anything tried to load it
+    g.prior.model = "/nonexistent/prior"  # would fail loudly if anything tried to load it
     if "load_dir" in change:
         config.load_dir = None if change["load_dir"] is None else tmp_path
     if "data" in change:
@@ -144,19 +144,19 @@ def test_methods_registered_and_entry_module_is_cheap():
     from nerfstudio.plugins.registry import discover_methods
 
     methods, descriptions = discover_methods()
-    for name in ("ids-edit", "pds-fpr-edit", "dds-edit", "pds-edit", "sds-edit", "ids-recon"):
+    for name in ("ids-edit", "pds-fpr-edit", "dds-edit", "cds-edit", "pds-edit", "sds-edit", "ids-recon"):
         assert name in methods and descriptions[name]
     assert methods["ids-edit"].pipeline.guidance.fpr.enabled
-    assert methods["ids-edit"].pipeline.guidance.method == "dds"
+    assert methods["ids-edit"].pipeline.guidance.score == "dds"
     assert not methods["dds-edit"].pipeline.guidance.fpr.enabled
-    assert methods["pds-fpr-edit"].pipeline.guidance.method == "pds"
+    assert methods["pds-fpr-edit"].pipeline.guidance.score == "pds"
 
 
 def test_viewer_controls_change_the_live_guidance():
     from ids_nerf.nerf.controls import EditControls
     from ids_nerf.nerf.pipeline import NerfGuidanceConfig
 
-    g = NerfGuidanceConfig(method="dds", src_prompt="a", trg_prompt="b")
+    g = NerfGuidanceConfig(score="dds", src_prompt="a", trg_prompt="b")
     controls = EditControls(g)
     elements = controls.elements()
     assert set(elements) == {"edit_target_prompt", "edit_guidance_scale", "edit_fpr", "edit_pause"}
@@ -168,7 +168,7 @@ def test_viewer_controls_change_the_live_guidance():
     controls._on_prompt(_Stub("c"))
     controls._on_scale(_Stub(12.5))
     controls._on_fpr(_Stub(True))
-    assert controls.target_prompt == "c" and g.scale == 12.5 and g.fpr.enabled and g.name == "ids"
+    assert controls.target_prompt == "c" and g.effective_guidance_scale() == 12.5 and g.fpr.enabled and g.name == "ids"
 
     class _Trainer:
         training_state = "training"
@@ -191,7 +191,8 @@ def test_chunked_two_pass_backprop_is_exact(edited_run):
     _, pipe, _, _ = eval_setup(edited_run["edit"].get_base_dir() / "config.yml", test_mode="val")
     pipe.train()
     g = pipe.config.guidance
-    g.render_chunk_size, g.log_every, g.proposal_loss_mult, g.render_downscale = 1000, 0, 1.0, 1
+    pipe.config.render.chunk_size, pipe.config.log_every, pipe.config.render.downscale = 1000, 0, 1
+    g.proposal_loss_mult = 1.0
     params = [p for group in pipe.get_param_groups().values() for p in group]
 
     pipe.reset_random_streams()
@@ -202,14 +203,14 @@ def test_chunked_two_pass_backprop_is_exact(edited_run):
     pipe.reset_random_streams()
     pipe.zero_grad(set_to_none=True)
     index = pipe._view_index(0)
-    width, height = pipe._view_size(index)
-    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, index, width, height)
+    height, width = pipe._view_size(index)
+    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, index, height, width)
     rays = render.view_rays(camera, index, pipe.device)
-    assert len(rays) > g.render_chunk_size  # the two-pass path was taken above
-    with render.seeded_sampling(g.derived_seed(2), pipe.device), torch.enable_grad():
+    assert len(rays) > pipe.config.render.chunk_size  # the two-pass path was taken above
+    with render.seeded_sampling(pipe.derived_seed(2), pipe.device), torch.enable_grad():
         outs = [pipe.model(rays[s : s + 1000]) for s in range(0, len(rays), 1000)]
         rgb = torch.cat([o["rgb"] for o in outs]).reshape(height, width, 3)
-        loss, _ = pipe._guidance_loss(rgb, index, width, height)
+        loss, _ = pipe._guidance_loss(rgb, index, height, width)
         prop = sum(render.proposal_loss(o, 1.0) * len(o["rgb"]) / len(rays) for o in outs)
         (loss + prop).backward()
     direct = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]

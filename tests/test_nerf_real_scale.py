@@ -34,11 +34,11 @@ def llff_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _edit(scene: Path, prior, method: str = "ids-edit", prior_device: str = "auto") -> StandaloneEdit:
-    def guidance(g) -> None:
-        g.src_prompt, g.trg_prompt = SRC, TRG
-        g.render_chunk_size, g.log_every, g.device = CHUNK, 0, prior_device
+    def configure(pipeline) -> None:
+        pipeline.guidance.src_prompt, pipeline.guidance.trg_prompt = SRC, TRG
+        pipeline.guidance.prior.device, pipeline.render.chunk_size, pipeline.log_every = prior_device, CHUNK, 0
 
-    return build_edit(method, scene, "cpu", model=cpu_friendly_nerfacto, prior=prior, guidance=guidance)
+    return build_edit(method, scene, "cpu", model=cpu_friendly_nerfacto, prior=prior, guidance=configure)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +49,11 @@ def edit(llff_scene: Path, tiny_prior) -> StandaloneEdit:
 def test_render_and_latent_sizes_follow_the_aspect(edit: StandaloneEdit, tiny_prior):
     pipe = edit.pipeline
     assert pipe.get_prior().resolution == 128
-    width, height = pipe._view_size(0)
-    assert (width, height) == (128, 96)  # 4:3, long side = the prior's resolution, multiple of 16
-    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, 0, width, height)
+    height, width = pipe._view_size(0)
+    assert (height, width) == (96, 128)  # 4:3, long side = the prior's resolution, multiple of 16
+    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, 0, height, width)
     assert len(render.view_rays(camera, 0, pipe.device)) == 128 * 96 > 10 * CHUNK
-    assert tuple(pipe._source_latent(0, width, height).shape) == (1, 4, 12, 16)
+    assert tuple(pipe._source_latent(0, height, width).shape) == (1, 4, 12, 16)
 
 
 def _set_sampler(pipe, step: int, since_update: int) -> bool:
@@ -75,16 +75,16 @@ def _full_graph_grads(pipe, step: int, since_update: int) -> dict[str, list[torc
     g = pipe.config.guidance
     pipe.zero_grad(set_to_none=True)
     index = pipe._current_view
-    width, height = pipe._view_size(index)
-    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, index, width, height)
+    height, width = pipe._view_size(index)
+    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, index, height, width)
     rays = render.view_rays(camera, index, pipe.device)
     outs = []
-    with render.seeded_sampling(g.derived_seed(2) + step, pipe.device), torch.enable_grad():
+    with render.seeded_sampling(pipe.derived_seed(2) + step, pipe.device), torch.enable_grad():
         for start in range(0, len(rays), CHUNK):
             _set_sampler(pipe, step, since_update)
             outs.append(pipe.model(rays[start : start + CHUNK]))
         rgb = torch.cat([o["rgb"] for o in outs]).reshape(height, width, 3)
-        loss, _ = pipe._guidance_loss(rgb, index, width, height)
+        loss, _ = pipe._guidance_loss(rgb, index, height, width)
         prop = sum(render.proposal_loss(o, 1.0) * len(o["rgb"]) / len(rays) for o in outs)
         (loss + g.proposal_loss_mult * prop).backward()
     return _grads(pipe)
@@ -133,11 +133,11 @@ def test_prior_on_another_device_string(llff_scene: Path, tiny_prior):
     """--pipeline.guidance.device cpu while the NeRF runs on "cpu" through the single-pass and two-pass paths;
     the guidance loss comes back on the NeRF's device."""
     run = _edit(llff_scene, None, prior_device="cpu")
-    run.pipeline.config.guidance.prior = str(tiny_prior.config.model)
+    run.pipeline.config.guidance.prior.model = str(tiny_prior.config.model)
     prior = run.pipeline.get_prior()
     assert str(prior.device) == "cpu"
     run.step(10)  # 12 chunks: two-pass
-    run.pipeline.config.guidance.render_chunk_size = 128 * 96  # one chunk: single pass
+    run.pipeline.config.render.chunk_size = 128 * 96  # one chunk: single pass
     loss_dict, _ = run.step(11)
     assert loss_dict["guidance_loss"].device == run.pipeline.device
 

@@ -36,17 +36,17 @@ def _expect_exit(config, capsys) -> str:
 
 def test_prior_not_in_the_cache_names_the_ns_train_flag(toy_nerf_run, tmp_path, capsys):
     config = _bad_run(toy_nerf_run, tmp_path)
-    config.pipeline.guidance.prior = "CompVis/stable-diffusion-v1-4"  # offline (HF_HUB_OFFLINE=1), not cached
+    config.pipeline.guidance.prior.model = "CompVis/stable-diffusion-v1-4"  # offline (HF_HUB_OFFLINE=1), not cached
     err = _expect_exit(config, capsys)
     assert err.startswith("ns-train ids-edit: error:")
-    assert "--pipeline.guidance.prior /path/to/folder" in err and " --prior " not in err
+    assert "--pipeline.guidance.prior.model /path/to/folder" in err and " --prior " not in err
 
 
 def test_float16_prior_on_cpu_names_the_ns_train_flag(toy_nerf_run, tmp_path, capsys):
     config = _bad_run(toy_nerf_run, tmp_path)
-    config.pipeline.guidance.dtype = "float16"
+    config.pipeline.guidance.prior.dtype = "float16"
     err = _expect_exit(config, capsys)
-    assert "--pipeline.guidance.dtype float32" in err and " --dtype " not in err
+    assert "--pipeline.guidance.prior.dtype float32" in err and " --dtype " not in err
 
 
 def test_prior_that_fails_to_load_exits_before_anything_is_written(toy_nerf_run, tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_prior_that_fails_to_load_exits_before_anything_is_written(toy_nerf_run,
     broken = tmp_path / "broken-prior"
     (broken / "unet").mkdir(parents=True)
     config = _bad_run(toy_nerf_run, tmp_path)
-    config.pipeline.guidance.prior = str(broken)
+    config.pipeline.guidance.prior.model = str(broken)
     err = _expect_exit(config, capsys)
     assert "--pipeline.guidance.prior" in err
 
@@ -112,8 +112,8 @@ def test_gradient_accumulation_and_gradient_logging(tmp_path, tiny_prior):
         size=(64, 48),
     )
 
-    def guidance(g) -> None:
-        g.src_prompt, g.trg_prompt, g.log_every = "a red cube", "a blue cube", 0
+    def guidance(pipeline) -> None:
+        pipeline.guidance.src_prompt, pipeline.guidance.trg_prompt, pipeline.log_every = "a red cube", "a blue cube", 0
 
     run = build_edit("dds-edit", tmp_path, "cpu", model=cpu_friendly_nerfacto, prior=tiny_prior, guidance=guidance)
     trainer = object.__new__(IDSEditTrainer)  # the attributes train_iteration uses, as Trainer.setup() sets them

@@ -56,7 +56,7 @@ def test_cuda_device_without_cuda_is_refused():
 
 
 def test_default_flags_are_the_2d_cli_ones():
-    with pytest.raises(UserInputError, match="use --dtype float32"):
+    with pytest.raises(UserInputError, match="use --prior.dtype float32"):
         check_prior(PriorConfig(model="tiny", device="cpu", dtype="float16"))
 
 

@@ -8,8 +8,9 @@ from conftest import LinearDenoiser
 
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance import scores
+from ids_nerf.guidance.config import GuidanceConfig, guidance_config
 from ids_nerf.guidance.denoiser import add_noise
-from ids_nerf.guidance.distiller import GuidanceConfig, ScoreDistiller, guidance_from_preset
+from ids_nerf.guidance.distiller import ScoreDistiller
 from ids_nerf.guidance.fpr import FPRConfig
 
 
@@ -22,17 +23,20 @@ def _latents(seed: int = 0, shape=(1, 4, 16, 16)):
 def test_delta_scores_are_exactly_zero_without_edit(tiny_prior, preset):
     z_src, _ = _latents()
     cond = tiny_prior.text_embeddings("a red sphere on a checkered floor")
-    distiller = ScoreDistiller(tiny_prior, guidance_from_preset(preset), seed=3)
+    distiller = ScoreDistiller(tiny_prior, guidance_config(preset), seed=3)
     for _ in range(3):
-        out = distiller.step(z_src.clone(), z_src, cond, cond)
+        out = distiller.step(z_src=z_src, z_trg=z_src.clone(), cond_src=cond, cond_trg=cond)
         assert torch.count_nonzero(out.grad) == 0, out.diagnostics
 
 
 def test_ids_gradient_nonzero_when_prompts_differ(tiny_prior):
     z_src, _ = _latents()
-    distiller = ScoreDistiller(tiny_prior, guidance_from_preset("ids"), seed=0)
+    distiller = ScoreDistiller(tiny_prior, guidance_config("ids"), seed=0)
     out = distiller.step(
-        z_src.clone(), z_src, tiny_prior.text_embeddings("a blue cube"), tiny_prior.text_embeddings("a red sphere")
+        z_src=z_src,
+        z_trg=z_src.clone(),
+        cond_src=tiny_prior.text_embeddings("a red sphere"),
+        cond_trg=tiny_prior.text_embeddings("a blue cube"),
     )
     assert out.grad.shape == z_src.shape
     assert float(out.grad.abs().max()) > 0
@@ -64,7 +68,7 @@ def test_dds_equals_difference_of_branch_predictions(linear_denoiser):
     t, w = 321, 7.5
     acp = linear_denoiser.alphas_cumprod
     z_t_src = add_noise(acp, z_src, eps, t)
-    out = scores.dds(linear_denoiser, z_trg, z_src, z_t_src, t, c_src, c_trg, w)
+    out = scores.dds(linear_denoiser, z_src, z_trg, z_t_src, t, c_src, c_trg, w)
     expected = linear_denoiser.eps(add_noise(acp, z_trg, eps, t), t, c_trg, w) - linear_denoiser.eps(
         z_t_src, t, c_src, w
     )
@@ -96,8 +100,13 @@ def test_pds_posterior_noise_difference_on_linear_predictor(linear_denoiser):
 def test_cds_patchnce_term_is_differentiable(tiny_prior):
     z_src, noise = _latents(seed=5)
     z = (z_src + 0.3 * noise).requires_grad_(True)
-    distiller = ScoreDistiller(tiny_prior, guidance_from_preset("cds"), seed=0)
-    out = distiller.step(z, z_src, tiny_prior.text_embeddings("a cube"), tiny_prior.text_embeddings("a sphere"))
+    distiller = ScoreDistiller(tiny_prior, guidance_config("cds"), seed=0)
+    out = distiller.step(
+        z_src=z_src,
+        z_trg=z,
+        cond_src=tiny_prior.text_embeddings("a sphere"),
+        cond_trg=tiny_prior.text_embeddings("a cube"),
+    )
     assert out.aux_loss is not None and torch.isfinite(out.aux_loss)
     (g,) = torch.autograd.grad(out.aux_loss, z)
     assert float(g.abs().sum()) > 0
@@ -116,32 +125,33 @@ def test_same_seed_same_steps_different_seed_differs(tiny_prior):
     c1, c2 = tiny_prior.text_embeddings("a red sphere"), tiny_prior.text_embeddings("a green cone")
     runs = []
     for seed in (7, 7, 8):
-        d = ScoreDistiller(tiny_prior, guidance_from_preset("ids"), seed=seed)
-        runs.append([d.step(z, z_src, c2, c1) for _ in range(2)])
+        d = ScoreDistiller(tiny_prior, guidance_config("ids"), seed=seed)
+        runs.append([d.step(z_src=z_src, z_trg=z, cond_src=c1, cond_trg=c2) for _ in range(2)])
     for a, b in zip(runs[0], runs[1], strict=True):
         assert torch.equal(a.grad, b.grad) and a.diagnostics == b.diagnostics
     assert not torch.equal(runs[0][0].grad, runs[2][0].grad)
 
 
 def test_timestep_ranges(linear_denoiser):
-    d = ScoreDistiller(linear_denoiser, GuidanceConfig(method="dds"), seed=0)
+    d = ScoreDistiller(linear_denoiser, GuidanceConfig(score="dds"), seed=0)
     ts = d.sample_t(3000).tolist()
     assert min(ts) == 50 and max(ts) == 948  # official randint(50, 949)
-    pds = ScoreDistiller(linear_denoiser, GuidanceConfig(method="pds"), seed=0)
+    pds = ScoreDistiller(linear_denoiser, GuidanceConfig(score="pds"), seed=0)
     pairs = list(zip(*(x.tolist() for x in pds.sample_pds_t(2000)), strict=True))
     assert all(t - tp == 2 for t, tp in pairs)  # 500-step DDIM grid over 1000 steps
     assert min(t for t, _ in pairs) >= 20 and max(t for t, _ in pairs) <= 980
 
 
 def test_presets_and_errors():
-    assert guidance_from_preset("ids").fpr.enabled and guidance_from_preset("ids").method == "dds"
-    assert guidance_from_preset("pds-fpr").name == "pds-fpr"
-    assert guidance_from_preset("pds").scale == 100.0 and guidance_from_preset("dds").scale == 7.5
+    assert guidance_config("ids").fpr.enabled and guidance_config("ids").score == "dds"
+    assert guidance_config("pds-fpr").name == "pds-fpr"
+    assert guidance_config("pds").effective_guidance_scale() == 100.0
+    assert guidance_config("dds").effective_guidance_scale() == 7.5
     with pytest.raises(UserInputError, match="Unknown method"):
-        guidance_from_preset("ddss")
+        guidance_config("ddss")
     with pytest.raises(ValueError, match="CDS needs"):
-        ScoreDistiller(LinearDenoiser(dim=4), GuidanceConfig(method="cds"))
-    cfg = GuidanceConfig(method="dds", fpr=FPRConfig(enabled=True))
+        ScoreDistiller(LinearDenoiser(dim=4), GuidanceConfig(score="cds"))
+    cfg = GuidanceConfig(score="dds", fpr=FPRConfig(enabled=True))
     assert cfg.name == "ids"
 
 
@@ -175,9 +185,9 @@ def test_batched_step_matches_per_sample_computation(tiny_prior, preset):
     c_trg = torch.cat([tiny_prior.text_embeddings(p) for p in ("a blue sphere", "a green cone", "a red cone")])
     eps = torch.randn(3, 4, 16, 16, generator=g)
     t = torch.tensor([120, 480, 860])
-    cfg = guidance_from_preset(preset)
+    cfg = guidance_config(preset)
     fpr = fixed_point_regularization(tiny_prior, z_src, c_src, t, eps, cfg.fpr)
-    whole = scores.dds(tiny_prior, z_trg, z_src, fpr.z_t, t, c_src, c_trg, 7.5).grad
+    whole = scores.dds(tiny_prior, z_src, z_trg, fpr.z_t, t, c_src, c_trg, 7.5).grad
     for i in range(3):
         one = fixed_point_regularization(
             tiny_prior, z_src[i : i + 1], c_src[i : i + 1], t[i : i + 1], eps[i : i + 1], cfg.fpr
@@ -185,8 +195,8 @@ def test_batched_step_matches_per_sample_computation(tiny_prior, preset):
         torch.testing.assert_close(one.z_t, fpr.z_t[i : i + 1], atol=2e-4, rtol=1e-4)
         single = scores.dds(
             tiny_prior,
-            z_trg[i : i + 1],
             z_src[i : i + 1],
+            z_trg[i : i + 1],
             one.z_t,
             t[i : i + 1],
             c_src[i : i + 1],
@@ -195,7 +205,7 @@ def test_batched_step_matches_per_sample_computation(tiny_prior, preset):
         ).grad
         torch.testing.assert_close(single, whole[i : i + 1], atol=2e-4, rtol=1e-4)
     d = ScoreDistiller(tiny_prior, cfg, seed=0)
-    out = d.step(z_trg.requires_grad_(True), z_src, c_trg, c_src)
+    out = d.step(z_src=z_src, z_trg=z_trg.requires_grad_(True), cond_src=c_src, cond_trg=c_trg)
     assert out.grad.shape == z_src.shape and len(out.diagnostics["t_all"]) == 3
     assert all(float(out.grad[i].abs().max()) > 0 for i in range(3))
 
@@ -210,8 +220,13 @@ def test_pds_grid_leaves_the_prior_scheduler_untouched(tiny_prior_dir):
     prior.scheduler.set_timesteps(50)  # e.g. a sampler sharing the prior
     before = prior.scheduler.timesteps.clone()
     z_src, noise = _latents(seed=4)
-    d = ScoreDistiller(prior, guidance_from_preset("pds"), seed=0)
-    d.step(z_src + 0.1 * noise, z_src, prior.text_embeddings("a cube"), prior.text_embeddings("a sphere"))
+    d = ScoreDistiller(prior, guidance_config("pds"), seed=0)
+    d.step(
+        z_src=z_src,
+        z_trg=z_src + 0.1 * noise,
+        cond_src=prior.text_embeddings("a sphere"),
+        cond_trg=prior.text_embeddings("a cube"),
+    )
     assert prior.scheduler.num_inference_steps == 50 and torch.equal(prior.scheduler.timesteps, before)
     reference = DDIMScheduler.from_config(prior.scheduler.config)
     reference.set_timesteps(500)  # what the grid was computed from (on the shared scheduler) before

@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.prior import PriorConfig
+from ids_nerf.image.editor import OptimConfig
 
 EditKind = Literal["color", "shape", "background"]
 METRICS = ("success", "iou", "bg_psnr", "ssim_untouched")
@@ -99,10 +101,11 @@ def _article(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- editing
-def edit_batch(prior, cases: list[EditCase], preset: str, steps: int, lr: float, seed: int) -> tuple[np.ndarray, list]:
-    """Edit all ``cases`` with ``preset`` as one batch (per-sample timesteps); returns uint8 edits and histories."""
-    from ids_nerf.guidance.distiller import ScoreDistiller, guidance_from_preset
-    from ids_nerf.image.editor import OptimConfig, edit_latent
+def edit_batch(prior, cases: list[EditCase], method: str, optim: OptimConfig, seed: int) -> tuple[np.ndarray, list]:
+    """Edit all ``cases`` with ``method`` as one batch (per-sample timesteps); returns uint8 edits and histories."""
+    from ids_nerf.guidance.config import guidance_config
+    from ids_nerf.guidance.distiller import ScoreDistiller
+    from ids_nerf.image.editor import edit_latent
 
     res = prior.resolution
     images = torch.stack([torch.from_numpy(c.image).permute(2, 0, 1).float() / 255 for c in cases])
@@ -112,8 +115,8 @@ def edit_batch(prior, cases: list[EditCase], preset: str, steps: int, lr: float,
         z_src = prior.encode(images.to(prior.device))
     cond_src = torch.cat([prior.text_embeddings(c.src_prompt) for c in cases])
     cond_trg = torch.cat([prior.text_embeddings(c.trg_prompt) for c in cases])
-    distiller = ScoreDistiller(prior, guidance_from_preset(preset), seed=seed)
-    result = edit_latent(distiller, z_src, cond_src, cond_trg, OptimConfig(steps=steps, lr=lr), progress=False)
+    distiller = ScoreDistiller(prior, guidance_config(method), seed=seed)
+    result = edit_latent(distiller, z_src, cond_src, cond_trg, optim, progress=False)
     with torch.no_grad():
         out = prior.decode(result.latent)
     size = cases[0].image.shape[0]
@@ -179,16 +182,14 @@ class IdentityBenchConfig:
 
     out: Path = Path("outputs/bench-identity")
     """Output folder: results.json, results.md, grid.png and edits.npz (every source and edited image)."""
-    prior: str = "toy"
-    """Diffusion prior (the bundled toy model by default)."""
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="toy"))
+    """Diffusion prior (the bundled toy model by default): model, device, dtype."""
     methods: tuple[str, ...] = ("sds", "dds", "cds", "pds", "ids", "pds-fpr")
-    """Methods (presets) to compare."""
+    """Methods to compare (names of ids_nerf.guidance.methods)."""
     n_per_kind: int = 20
     """Edits per kind (colour, shape, background): 20 gives the 60-edit suite."""
-    steps: int = 200
-    """Editing steps per edit (official: 200)."""
-    lr: float = 0.1
-    """SGD learning rate on the latent (official: 0.1)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimisation of each edit's latent (official: 200 SGD steps, lr 0.1)."""
     batch_size: int = 30
     """Edits optimised together in one batch (per-sample timesteps and noises)."""
     seed: int = 0
@@ -199,8 +200,6 @@ class IdentityBenchConfig:
     """Bootstrap resamples of the 95% intervals."""
     grid_edits: int = 6
     """Edits shown in grid.png (evenly over the three kinds)."""
-    device: str = "auto"
-    """Device of the prior."""
     overwrite: bool = False
     """Replace the results of an earlier run in --out."""
     reuse_edits: bool = False
@@ -210,12 +209,12 @@ class IdentityBenchConfig:
 
 def run(cfg: IdentityBenchConfig) -> dict:
     """Run the benchmark; returns the summary written to results.json."""
-    from ids_nerf.guidance.distiller import preset_names
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+    from ids_nerf.guidance.methods import METHODS
+    from ids_nerf.guidance.prior import DiffusionPrior
 
-    unknown = [m for m in cfg.methods if m not in preset_names()]
+    unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
-        raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(preset_names())}.")
+        raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}.")
     earlier = [f for f in ("results.json", "edits.npz") if (cfg.out / f).exists()]
     if earlier and not (cfg.overwrite or cfg.reuse_edits):
         raise UserInputError(
@@ -223,7 +222,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
             "score its edits again, or another --out."
         )
     cfg.out.mkdir(parents=True, exist_ok=True)
-    prior = DiffusionPrior(PriorConfig(model=cfg.prior, device=cfg.device))
+    prior = DiffusionPrior(cfg.prior)
     cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
     sources = np.stack([c.image for c in cases])
     timing: dict[str, float] = {}
@@ -238,7 +237,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
             parts, histories = [], []
             for start in range(0, len(cases), cfg.batch_size):
                 arr, hist = edit_batch(
-                    prior, cases[start : start + cfg.batch_size], method, cfg.steps, cfg.lr, cfg.seed + start
+                    prior, cases[start : start + cfg.batch_size], method, cfg.optim, cfg.seed + start
                 )
                 parts.append(arr)
                 histories.extend(hist)

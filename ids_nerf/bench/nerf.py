@@ -28,7 +28,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.prior import PriorConfig
 
 #: Phases in the order a step runs them (the table's rows).
 PHASES = (
@@ -57,7 +58,7 @@ class NerfBenchConfig:
     """Time NeRF editing steps phase by phase (render, FPR, VAE, guidance, chunked backward, optimizer)."""
 
     methods: tuple[str, ...] = ("dds-edit", "ids-edit")
-    """ns-train editing methods to time, side by side (dds-edit, ids-edit, pds-edit, pds-fpr-edit, sds-edit)."""
+    """ns-train editing methods to time, side by side (ids-edit, dds-edit, cds-edit, pds-edit, sds-edit, ...)."""
     data: Path | None = None
     """A scene folder (LLFF, Blender or nerfstudio data). None: generate --views forward-facing LLFF views."""
     views: int = 20
@@ -68,8 +69,9 @@ class NerfBenchConfig:
     """Image height of the generated scene (ignored with --data)."""
     load_dir: Path | None = None
     """A trained nerfacto run's nerfstudio_models/ to edit (with --data of that run). None: fresh nerfacto."""
-    prior: str = "tiny"
-    """Diffusion prior: hub id, local diffusers folder, `toy` or `tiny`. Ignored with --arch."""
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="tiny"))
+    """Diffusion prior: model (hub id, local diffusers folder, `toy` or `tiny`; ignored with --arch), device (auto:
+    the NeRF's), dtype (auto: float16 on CUDA, float32 on CPU)."""
     arch: str | None = None
     """Use an architecture with random weights instead of --prior: `sd-v1` (SD v1.4 from its public config)."""
     steps: int = 2
@@ -77,13 +79,11 @@ class NerfBenchConfig:
     warmup: int = 1
     """Untimed editing steps per method before the timed ones (the first step also encodes the prompts)."""
     render_chunk_size: int = 4096
-    """Rays rendered at once (ns-train's --pipeline.guidance.render-chunk-size)."""
+    """Rays rendered at once (ns-train's --pipeline.render.chunk-size)."""
     small_nerfacto: bool = False
     """Use the CPU-sized nerfacto of ids-nerf-demo instead of nerfacto's defaults (quick runs only)."""
     device: str = "auto"
-    """Device of the NeRF and the prior: auto (CUDA when available), cpu, cuda."""
-    dtype: str = "auto"
-    """Prior dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16."""
+    """Device of the NeRF (and of the prior unless --prior.device): auto (CUDA when available), cpu, cuda."""
     threads: int | None = None
     """torch CPU threads (None: torch's default, all cores)."""
     seed: int = 0
@@ -93,13 +93,12 @@ class NerfBenchConfig:
 
 
 def _validate(cfg: NerfBenchConfig) -> None:
-    from ids_nerf import method_configs
+    from ids_nerf.guidance.methods import NERF_METHODS
 
     for method in cfg.methods:
-        if not hasattr(method_configs, method.replace("-", "_")) or not method.endswith("-edit"):
+        if method not in NERF_METHODS:
             raise UserInputError(
-                f"--methods: unknown editing method {method!r}; choose from dds-edit, ids-edit, pds-edit, "
-                "pds-fpr-edit, sds-edit."
+                f"--methods: unknown editing method {method!r}; choose from {', '.join(NERF_METHODS)}."
             )
     if cfg.steps < 1 or cfg.warmup < 0:
         raise UserInputError(f"--steps must be >= 1 and --warmup >= 0 (got {cfg.steps}, {cfg.warmup}).")
@@ -112,9 +111,9 @@ def _validate(cfg: NerfBenchConfig) -> None:
 
 
 def _prior(cfg: NerfBenchConfig, device: str):
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+    from ids_nerf.guidance.prior import DiffusionPrior
 
-    pcfg = PriorConfig(model=cfg.prior, device=device, dtype=cfg.dtype)
+    pcfg = replace(cfg.prior, device=device) if cfg.prior.device == "auto" else cfg.prior
     if cfg.arch is None:
         return DiffusionPrior(pcfg)
     from ids_nerf.bench.architectures import ARCHITECTURES, random_components
@@ -143,9 +142,9 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
     from ids_nerf.nerf.standalone import build_edit
     from ids_nerf.profiling import record_phases
 
-    def guidance(g) -> None:
-        g.src_prompt, g.trg_prompt = SRC_PROMPT, TRG_PROMPT
-        g.render_chunk_size, g.log_every, g.seed = cfg.render_chunk_size, 0, cfg.seed
+    def configure(pipeline) -> None:
+        pipeline.guidance.src_prompt, pipeline.guidance.trg_prompt = SRC_PROMPT, TRG_PROMPT
+        pipeline.render.chunk_size, pipeline.log_every = cfg.render_chunk_size, 0
 
     run = build_edit(
         method,
@@ -154,7 +153,8 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
         load_dir=cfg.load_dir,
         model=cpu_friendly_nerfacto if cfg.small_nerfacto else None,
         prior=prior,
-        guidance=guidance,
+        guidance=configure,
+        seed=cfg.seed,
     )
     pipe = run.pipeline
     first_s = None
@@ -176,7 +176,7 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
             _sync(device)
             step_s.append(time.perf_counter() - t0)
     index = pipe._current_view
-    width, height = pipe._view_size(index)
+    height, width = pipe._view_size(index)
     n = cfg.steps
     phases = {
         name: {"s_per_step": s.seconds / n, "calls_per_step": s.calls / n, "peak_gb": s.peak_bytes / 2**30}
@@ -223,7 +223,7 @@ def run(cfg: NerfBenchConfig) -> dict[str, Any]:
     info = {
         "device": device,
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
-        "prior": cfg.arch or cfg.prior,
+        "prior": cfg.arch or cfg.prior.model,
         "dtype": str(prior.dtype),
         "vae_dtype": str(prior.vae_dtype),
         "threads": torch.get_num_threads(),

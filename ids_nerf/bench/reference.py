@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ids_nerf.guidance.config import guidance_config
 from ids_nerf.guidance.denoiser import alpha_sigma, cfg_combine
-from ids_nerf.guidance.distiller import ScoreDistiller, StepOutput, guidance_from_preset
+from ids_nerf.guidance.distiller import ScoreDistiller, StepOutput
 
 
 def _cfg_eps(prior, z_t: Tensor, t: Tensor, cond: Tensor, scale: float) -> Tensor:
@@ -28,14 +29,14 @@ def _cfg_eps(prior, z_t: Tensor, t: Tensor, cond: Tensor, scale: float) -> Tenso
 
 def reference_ids_grad(
     prior,
-    z_trg: Tensor,
     z_src: Tensor,
+    z_trg: Tensor,
     cond_src: Tensor,
     cond_trg: Tensor,
     t: Tensor,
     eps: Tensor,
     iterations: int = 3,
-    scale: float = 1.0,
+    step_size: float = 1.0,
     guidance_scale: float = 7.5,
 ) -> Tensor:
     """Gradient of one IDS step (DDS with FPR-guided noise), official formulation (epsilon-prediction models)."""
@@ -49,7 +50,7 @@ def reference_ids_grad(
             x0 = (z_t - so * e) / sa
             loss = torch.linalg.norm(z_src - x0)
             (g,) = torch.autograd.grad(loss, z_t)
-        z_t = (z_t - scale * g).detach()
+        z_t = (z_t - step_size * g).detach()
     eps_star = (z_t - sa * z_src) / so
     with torch.no_grad():
         e_src = _cfg_eps(prior, z_t, t, cond_src, guidance_scale)
@@ -62,22 +63,25 @@ class ReferenceDistiller(ScoreDistiller):
     follows the same random stream as ``ScoreDistiller(prior, ids/dds, seed)`` and can be compared step for step."""
 
     def __init__(self, prior, iterations: int, seed: int = 0) -> None:
-        super().__init__(prior, guidance_from_preset("ids" if iterations > 0 else "dds"), seed=seed)
+        super().__init__(prior, guidance_config("ids" if iterations > 0 else "dds"), seed=seed)
         self.config.fpr.iterations = iterations
 
-    def step(self, z_trg: Tensor, z_src: Tensor, cond_trg: Tensor, cond_src: Tensor) -> StepOutput:
+    def step(  # type: ignore[override]
+        self, *, z_src: Tensor, z_trg: Tensor, cond_src: Tensor, cond_trg: Tensor, source=None
+    ) -> StepOutput:
+        assert source is None, "the reference formulation draws its own source side"
         t = self.sample_t(z_src.shape[0]).to(z_src.device)
         eps = self._randn(z_src)
         grad = reference_ids_grad(
             self.den,
-            z_trg.detach(),
             z_src,
+            z_trg.detach(),
             cond_src,
             cond_trg,
             t,
             eps,
             iterations=self.config.fpr.iterations,
-            scale=self.config.fpr.scale,
-            guidance_scale=self.config.scale,
+            step_size=self.config.fpr.step_size,
+            guidance_scale=self.config.effective_guidance_scale(),
         )
         return StepOutput(grad=grad, aux_loss=None, diagnostics={"t": int(t[0]), "grad_norm": float(grad.norm())})

@@ -16,13 +16,14 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.prior import PriorConfig
 
 #: Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by substring of the CUDA device name.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12, "3090": 71e12}
@@ -32,12 +33,13 @@ PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4
 class SpeedBenchConfig:
     """Time guidance steps and whole edits of several methods on one prior."""
 
-    prior: str = "tiny"
-    """Prior: `tiny` (test model), `toy` (bundled), a hub id or a local folder. Ignored with --arch."""
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="tiny"))
+    """Prior: model (`tiny` test model, `toy` bundled, a hub id or a local folder; ignored with --arch), device
+    (auto: CUDA when available), dtype (auto: fp16 on CUDA, fp32 on CPU)."""
     arch: str | None = None
     """Time an architecture with random weights instead of --prior: `sd-v1` (SD v1.4 from its public config)."""
     methods: tuple[str, ...] = ("dds", "ids-n1", "ids", "sds", "cds", "pds", "pds-fpr")
-    """Methods (presets); `ids-nN` is ids with N FPR iterations (`ids` = N 3)."""
+    """Methods (see ids_nerf.guidance.methods); an FPR method with `-nN` runs N FPR iterations (`ids` = N 3)."""
     reference: bool = True
     """Also time the official formulation of dds / ids (separate branch calls) and compare 3-step edits."""
     repeats: int = 10
@@ -46,26 +48,12 @@ class SpeedBenchConfig:
     """Untimed steps per method."""
     edit_steps: int = 200
     """Steps of the whole-edit timing (0 = skip; on CPU with sd-v1 use 0)."""
-    device: str = "auto"
-    """Device of the prior."""
-    dtype: str = "auto"
-    """Prior dtype: auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."""
     threads: int = 1
     """torch CPU threads (1 gives stable timings on small VMs)."""
     seed: int = 0
     """Seed of the latents and of every distiller."""
     out: Path | None = None
     """Also write the results as JSON here."""
-
-
-def _preset(name: str):
-    from ids_nerf.guidance.distiller import guidance_from_preset
-
-    if name.startswith("ids-n"):
-        cfg = guidance_from_preset("ids")
-        cfg.fpr.iterations = int(name[len("ids-n") :])
-        return cfg
-    return guidance_from_preset(name)
 
 
 def _sync(device: torch.device) -> None:
@@ -103,27 +91,26 @@ def _flops(fn: Callable[[], None]) -> int:
 
 def load_prior(cfg: SpeedBenchConfig):
     """The prior to time: loaded from --prior, or --arch built with random weights."""
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+    from ids_nerf.guidance.prior import DiffusionPrior
 
-    pcfg = PriorConfig(model=cfg.prior, device=cfg.device, dtype=cfg.dtype)
     if cfg.arch is None:
-        return DiffusionPrior(pcfg)
+        return DiffusionPrior(cfg.prior)
     from ids_nerf.bench.architectures import ARCHITECTURES, random_components
 
     if cfg.arch not in ARCHITECTURES:
         raise UserInputError(f"--arch {cfg.arch!r} is unknown; choose from {', '.join(ARCHITECTURES)}.")
-    return DiffusionPrior(pcfg, components=random_components(cfg.arch, cfg.seed))
+    return DiffusionPrior(cfg.prior, components=random_components(cfg.arch, cfg.seed))
 
 
 def run(cfg: SpeedBenchConfig) -> dict:
     """Run the benchmark and return its table rows (also printed by the CLI)."""
     from ids_nerf.bench.reference import ReferenceDistiller
-    from ids_nerf.guidance.distiller import ScoreDistiller, preset_names
+    from ids_nerf.guidance.config import guidance_config
+    from ids_nerf.guidance.distiller import ScoreDistiller
     from ids_nerf.image.editor import OptimConfig, edit_latent
 
     for m in cfg.methods:
-        if m not in preset_names() and not m.startswith("ids-n"):
-            raise UserInputError(f"--methods: unknown {m!r}; choose from {', '.join(preset_names())} or ids-nN.")
+        guidance_config(m)  # raises for an unknown name
     torch.set_num_threads(cfg.threads)
     prior = load_prior(cfg)
     dev = prior.device
@@ -165,7 +152,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
         )
 
     for name in cfg.methods:
-        distiller = ScoreDistiller(prior, _preset(name), seed=cfg.seed)
+        distiller = ScoreDistiller(prior, guidance_config(name), seed=cfg.seed)
         record(
             name,
             lambda d=distiller: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=1), progress=False),
@@ -175,7 +162,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
     check = {}
     if cfg.reference:
         # the reference formulation exists for dds and exact-FPR ids (not for Jacobian-free or other variants)
-        exact_ids = [3 if m == "ids" else int(m[5:]) for m in cfg.methods if m == "ids" or m.startswith("ids-n")]
+        exact_ids = [g.fpr.iterations for g in map(guidance_config, cfg.methods) if g.name == "ids"]
         iterations = sorted({0, *exact_ids})
         for n in iterations:
             label = "dds (reference)" if n == 0 else f"ids N={n} (reference)"
@@ -188,7 +175,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
             # same seed -> same (t, eps) stream: a few steps of both paths must give the same latent
             steps = OptimConfig(steps=3)
             ours = edit_latent(
-                ScoreDistiller(prior, _preset(f"ids-n{n}" if n else "dds"), seed=cfg.seed + 1),
+                ScoreDistiller(prior, guidance_config(f"ids-n{n}" if n else "dds"), seed=cfg.seed + 1),
                 z_src,
                 c_src,
                 c_trg,
@@ -204,7 +191,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
     for r in rows:
         r["ratio_to_dds"] = r["median_s"] / base
     info = {
-        "prior": cfg.arch or cfg.prior,
+        "prior": cfg.arch or cfg.prior.model,
         "latent": list(shape),
         "device": str(dev),
         "dtype": str(prior.dtype),

@@ -8,101 +8,18 @@ the gradient for the target latent, an optional differentiable auxiliary loss (C
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance import scores
+from ids_nerf.guidance.config import GuidanceConfig
 from ids_nerf.guidance.denoiser import Denoiser, add_noise, tweedie_x0
-from ids_nerf.guidance.fpr import FPRConfig, fixed_point_regularization, fpr_distance
+from ids_nerf.guidance.fpr import fixed_point_regularization, fpr_distance
+from ids_nerf.guidance.methods import SCORES
 from ids_nerf.profiling import phase
-
-BaseMethod = Literal["sds", "dds", "cds", "pds"]
-BASE_METHODS: tuple[str, ...] = ("sds", "dds", "cds", "pds")
-#: Preset names -> (base method, FPR enabled). ``ids`` is DDS + FPR, the paper's method.
-PRESETS: dict[str, tuple[str, bool]] = {
-    **{m: (m, False) for m in BASE_METHODS},
-    **{f"{m}-fpr": (m, True) for m in BASE_METHODS},
-    "ids": ("dds", True),
-}
-#: Default CFG scale per base method (official code of each method).
-DEFAULT_GUIDANCE_SCALE: dict[str, float] = {"sds": 7.5, "dds": 7.5, "cds": 7.5, "pds": 100.0}
-
-
-@dataclass
-class CDSConfig:
-    """Contrastive Denoising Score (CDS) PatchNCE term; defaults from the official CDS code."""
-
-    weight: float = 3.0
-    """Weight of the PatchNCE loss on up-block self-attention features (official w_cut = 3.0)."""
-    patch_sizes: tuple[int, ...] = (1, 2)
-    """Average-pooling patch sizes of the features (official: 1 and 2)."""
-    n_patches: int = 256
-    """Number of random patch locations per layer and patch size."""
-    temperature: float = 0.07
-    """PatchNCE softmax temperature."""
-
-
-@dataclass
-class PDSConfig:
-    """Posterior Distillation Sampling options; defaults from the official PDS code."""
-
-    num_inference_steps: int = 500
-    """DDIM grid on which (t, t_prev) pairs are drawn."""
-    t_range: tuple[float, float] = (0.02, 0.98)
-    """Range of the timestep index, as fractions of the inference grid."""
-    posterior: Literal["official", "exact"] = "official"
-    """Posterior coefficients: `official` (one-step beta_t even for skipped steps, as the PDS code) or `exact`."""
-
-
-@dataclass
-class GuidanceConfig:
-    """Score-distillation method and its options. Method and FPR are orthogonal."""
-
-    method: BaseMethod = "dds"
-    """Score: `sds`, `dds`, `cds` or `pds`. Enable `fpr` for the identity-preserving variant (dds + FPR = IDS)."""
-    guidance_scale: float | None = None
-    """Classifier-free guidance scale of the editing score; None = the method's official default (7.5, PDS 100)."""
-    t_range: tuple[float, float] = (0.05, 0.95)
-    """Timestep range as fractions of the training steps (SDS/DDS/CDS): t ~ U{50, ..., 948} for 1000 steps, as the
-    official CDS/IDS code (randint(50, 949))."""
-    fpr: FPRConfig = field(default_factory=FPRConfig)
-    """Fixed-point regularization (the IDS module)."""
-    cds: CDSConfig = field(default_factory=CDSConfig)
-    """CDS options (used when method = cds)."""
-    pds: PDSConfig = field(default_factory=PDSConfig)
-    """PDS options (used when method = pds)."""
-
-    @property
-    def scale(self) -> float:
-        """The effective CFG scale."""
-        return DEFAULT_GUIDANCE_SCALE[self.method] if self.guidance_scale is None else self.guidance_scale
-
-    @property
-    def name(self) -> str:
-        """Preset name of this configuration (``ids`` for dds + FPR)."""
-        suffix = "-jf" if self.fpr.enabled and self.fpr.jacobian == "free" else ""
-        if self.method == "dds" and self.fpr.enabled:
-            return "ids" + suffix
-        return (f"{self.method}-fpr" + suffix) if self.fpr.enabled else self.method
-
-
-def preset_names() -> list[str]:
-    """Every accepted preset name; a ``-jf`` suffix on an FPR preset selects the Jacobian-free FPR variant."""
-    return [*PRESETS, *(f"{name}-jf" for name, (_, fpr) in PRESETS.items() if fpr)]
-
-
-def guidance_from_preset(name: str) -> GuidanceConfig:
-    """GuidanceConfig for a preset name: sds, dds, cds, pds, ids (= dds-fpr), sds-fpr, cds-fpr, pds-fpr, and the
-    opt-in Jacobian-free FPR variants ids-jf, pds-fpr-jf, ..."""
-    if name not in preset_names():
-        raise UserInputError(f"Unknown method {name!r}; choose one of: {', '.join(preset_names())}.")
-    method, use_fpr = PRESETS[name.removesuffix("-jf")]
-    jacobian = "free" if name.endswith("-jf") else "exact"
-    return GuidanceConfig(method=method, fpr=FPRConfig(enabled=use_fpr, jacobian=jacobian))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -143,9 +60,9 @@ class ScoreDistiller:
         self.den = denoiser
         self.config = config
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        if config.method not in BASE_METHODS:
-            raise UserInputError(f"Unknown score method {config.method!r}; choose one of {', '.join(BASE_METHODS)}.")
-        if config.method == "cds" and not hasattr(denoiser, "capture_self_attention"):
+        if config.score not in SCORES:
+            raise UserInputError(f"Unknown score {config.score!r}; choose one of {', '.join(SCORES)}.")
+        if config.score == "cds" and not hasattr(denoiser, "capture_self_attention"):
             raise ValueError("CDS needs a UNet with self-attention layers (a DiffusionPrior), not a plain denoiser.")
         self._pds_grid: Tensor | None = None
 
@@ -186,7 +103,7 @@ class ScoreDistiller:
         """PDS (t, t_prev), each (batch,), on the DDIM grid; index in [max(1, n lo), n hi) as the official code."""
         grid = self.pds_grid()
         n = grid.shape[0]
-        lo, hi = self.config.pds.t_range
+        lo, hi = self.config.pds.grid_range
         min_idx = max(1, int(n * lo))
         idx = self._randint(min_idx, max(int(n * hi), min_idx + 1), batch)
         return grid[idx], grid[idx - 1]
@@ -199,14 +116,14 @@ class ScoreDistiller:
         cfg = self.config
         z_src = z_src.detach()
         batch = z_src.shape[0]
-        if cfg.method == "pds":
+        if cfg.score == "pds":
             t, t_prev = self.sample_pds_t(batch)
             t_prev = t_prev.to(z_src.device)
         else:
             t, t_prev = self.sample_t(batch), None
         t = t.to(z_src.device)
         eps = self._randn(z_src)
-        eps_prev = self._randn(z_src) if cfg.method == "pds" else None
+        eps_prev = self._randn(z_src) if cfg.score == "pds" else None
         if not cfg.fpr.enabled:
             return SourceDraw(t, t_prev, eps, eps_prev, add_noise(self.den.alphas_cumprod, z_src, eps, t), [])
         with phase("fpr"):
@@ -215,10 +132,11 @@ class ScoreDistiller:
 
     def step(
         self,
-        z_trg: Tensor,
+        *,
         z_src: Tensor,
-        cond_trg: Tensor,
+        z_trg: Tensor,
         cond_src: Tensor,
+        cond_trg: Tensor,
         source: SourceDraw | None = None,
     ) -> StepOutput:
         """One guidance evaluation for the current target latent (z_trg may require grad; it is not modified).
@@ -238,18 +156,18 @@ class ScoreDistiller:
             diag["t_all"] = t.tolist()
         diag["fpr_losses"] = fpr_losses
 
-        scale = cfg.scale
+        scale = cfg.effective_guidance_scale()
         z_det = z_trg.detach()
         with phase("guidance branches"):
-            if cfg.method == "sds":
+            if cfg.score == "sds":
                 z_t_trg = scores.target_noisy_latent(self.den.alphas_cumprod, z_t_src, z_src, z_det, t)
                 result = scores.sds(self.den, z_det, t, eps, cond_trg, scale, z_t_trg=z_t_trg)
-            elif cfg.method in ("dds", "cds"):
-                result = scores.dds(self.den, z_det, z_src, z_t_src, t, cond_src, cond_trg, scale)
+            elif cfg.score in ("dds", "cds"):
+                result = scores.dds(self.den, z_src, z_det, z_t_src, t, cond_src, cond_trg, scale)
             else:
                 assert eps_prev is not None and t_prev is not None
                 result = scores.pds(
-                    self.den, z_det, z_src, z_t_src, t, t_prev, eps_prev, cond_src, cond_trg, scale, cfg.pds.posterior
+                    self.den, z_src, z_det, z_t_src, t, t_prev, eps_prev, cond_src, cond_trg, scale, cfg.pds.posterior
                 )
 
         diag["fpr_loss_final"] = None
@@ -257,14 +175,14 @@ class ScoreDistiller:
             cfg.fpr.enabled
             and cfg.fpr.iterations > 0
             and result.eps_src is not None
-            and scale == cfg.fpr.guidance_scale
+            and scale == cfg.fpr.source_guidance_scale
         ):
             # The source branch's forward at z_t^src* is exactly FPR's next forward: its loss costs nothing.
             x0 = tweedie_x0(self.den.alphas_cumprod, z_t_src, result.eps_src, t)
             diag["fpr_loss_final"] = float(fpr_distance(x0, z_src, cfg.fpr.metric))
 
         aux = None
-        if cfg.method == "cds" and cfg.cds.weight != 0:
+        if cfg.score == "cds" and cfg.cds.weight != 0:
             with phase("guidance branches"):
                 aux = cfg.cds.weight * self._cds_term(z_trg, z_src, z_t_src, t, cond_src, cond_trg)
             diag["cds_loss"] = float(aux.detach())

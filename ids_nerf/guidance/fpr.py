@@ -32,15 +32,16 @@ class FPRConfig:
     """Apply FPR: replace the random noise shared by the branches with the guided noise eps* (`ids` = dds + FPR)."""
     iterations: int = 3
     """Number of fixed-point steps N per editing step (paper default 3; N = 1 already preserves identity)."""
-    scale: float = 1.0
+    step_size: float = 1.0
     """Step size lambda of each fixed-point step (paper default 1.0; ablation 0.4, 0.8, 1.0)."""
     metric: FPRMetric = "norm"
     """Distance d(z0_hat, z_src): `norm` = unsquared Frobenius norm per sample (official code, default), `mse` = mean
     squared error (squared Euclidean distance / number of elements), `l1` = mean absolute error, `ssim` = 1 - SSIM."""
     wrt: Literal["z_t", "eps"] = "z_t"
     """Variable refined by the fixed-point steps: the noisy latent `z_t` (paper, default) or the noise `eps`."""
-    guidance_scale: float = 7.5
-    """Classifier-free guidance scale of the source score inside FPR (official code: 7.5)."""
+    source_guidance_scale: float = 7.5
+    """Classifier-free guidance scale of the source prompt's score inside FPR (official code: 7.5), independent of
+    the edit's guidance scale."""
     jacobian: Literal["exact", "free"] = "exact"
     """`exact` (paper): the gradient flows through the UNet. `free` (opt-in, cheaper): treat the score as constant
     in each step (d eps / d z_t = 0), so an iteration costs one forward and no UNet backward."""
@@ -110,15 +111,15 @@ def fixed_point_regularization(
                 zt_var = add_noise(acp, z_src, var, t)
             else:
                 raise ValueError(f"Unknown FPR variable {config.wrt!r}; choose z_t or eps.")
-            e = denoiser.eps(zt_var, t, cond_src, config.guidance_scale)
+            e = denoiser.eps(zt_var, t, cond_src, config.source_guidance_scale)
             loss = fpr_distance(tweedie_x0(acp, zt_var, e, t), z_src, config.metric)
             (grad,) = torch.autograd.grad(loss, var)
         losses.append(float(loss.detach()))
         if config.wrt == "z_t":
-            z_t = (var - config.scale * grad).detach()
+            z_t = (var - config.step_size * grad).detach()
             current_eps = implied_noise(acp, z_t, z_src, t)
         else:
-            current_eps = (var - config.scale * grad).detach()
+            current_eps = (var - config.step_size * grad).detach()
             z_t = add_noise(acp, z_src, current_eps, t)
     return FPRResult(z_t=z_t, eps=current_eps, losses=losses)
 
@@ -129,16 +130,16 @@ def _jacobian_free_step(
     """One FPR step with the score held constant: dL/dz_t = dL/dz0_hat / sqrt(a_t) (and x sqrt(1-a_t) for eps)."""
     acp = denoiser.alphas_cumprod
     with torch.no_grad():
-        e = denoiser.eps(z_t, t, cond_src, config.guidance_scale)
+        e = denoiser.eps(z_t, t, cond_src, config.source_guidance_scale)
     with torch.enable_grad():
         x0 = tweedie_x0(acp, z_t, e, t).requires_grad_(True)
         loss = fpr_distance(x0, z_src, config.metric)
         (g0,) = torch.autograd.grad(loss, x0)
     sa, so = alpha_sigma(acp, t, z_t)
     if config.wrt == "z_t":
-        z_t = (z_t - config.scale * g0 / sa).detach()
+        z_t = (z_t - config.step_size * g0 / sa).detach()
         eps = implied_noise(acp, z_t, z_src, t)
     else:
-        eps = (implied_noise(acp, z_t, z_src, t) - config.scale * g0 * so / sa).detach()
+        eps = (implied_noise(acp, z_t, z_src, t) - config.step_size * g0 * so / sa).detach()
         z_t = add_noise(acp, z_src, eps, t)
     return z_t, eps, float(loss.detach())

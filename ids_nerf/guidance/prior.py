@@ -53,11 +53,21 @@ class PriorConfig:
 
 @dataclass(frozen=True)
 class PriorFlags:
-    """How the user spells the prior options on the command line (error messages name these)."""
+    """How the user spells the prior options on the command line (error messages name these). The defaults are
+    those of a :class:`PriorConfig` nested as ``prior`` in a tyro CLI (``--prior.model``); callers that nest it
+    elsewhere pass :meth:`nested` of their prefix."""
 
-    model: str = "--prior"
-    device: str = "--device"
-    dtype: str = "--dtype"
+    model: str = "--prior.model"
+    """Flag of :attr:`PriorConfig.model`."""
+    device: str = "--prior.device"
+    """Flag of :attr:`PriorConfig.device`."""
+    dtype: str = "--prior.dtype"
+    """Flag of :attr:`PriorConfig.dtype`."""
+
+    @classmethod
+    def nested(cls, prefix: str) -> PriorFlags:
+        """The flags of a :class:`PriorConfig` nested under ``prefix`` by tyro, e.g. ``--pipeline.guidance.prior``."""
+        return cls(model=f"{prefix}.model", device=f"{prefix}.device", dtype=f"{prefix}.dtype")
 
 
 def resolve_device(spec: str, flags: PriorFlags = PriorFlags()) -> torch.device:

@@ -75,8 +75,8 @@ def sds(
 
 def dds(
     den: Denoiser,
-    z_trg: Tensor,
     z_src: Tensor,
+    z_trg: Tensor,
     z_t_src: Tensor,
     t: Tensor | int,
     cond_src: Tensor,
@@ -91,8 +91,8 @@ def dds(
 
 def pds(
     den: Denoiser,
-    z_trg: Tensor,
     z_src: Tensor,
+    z_trg: Tensor,
     z_t_src: Tensor,
     t: Tensor | int,
     t_prev: Tensor | int,

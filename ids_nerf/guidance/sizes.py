@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 
-def render_size(width: int, height: int, long_side: int, multiple: int) -> tuple[int, int]:
-    """(width, height) with the long side = ``long_side`` and the short side rounded to a multiple of ``multiple``."""
+def render_size(height: int, width: int, long_side: int, multiple: int) -> tuple[int, int]:
+    """(height, width) with the long side = ``long_side`` and the short side rounded to a multiple of ``multiple``
+    (at least one multiple)."""
     if width >= height:
-        w, h = long_side, max(multiple, round(long_side * height / width / multiple) * multiple)
-    else:
-        w, h = max(multiple, round(long_side * width / height / multiple) * multiple), long_side
-    return w, h
+        return max(multiple, round(long_side * height / width / multiple) * multiple), long_side
+    return long_side, max(multiple, round(long_side * width / height / multiple) * multiple)

@@ -15,13 +15,15 @@ from typing import Literal
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
-from ids_nerf.guidance.distiller import CDSConfig, GuidanceConfig, PDSConfig, guidance_from_preset
+from ids_nerf.guidance.config import CDSConfig, GuidanceConfig, PDSConfig, guidance_config
 from ids_nerf.guidance.fpr import FPRConfig
+from ids_nerf.guidance.methods import METHODS
 from ids_nerf.guidance.prior import PriorConfig, check_prior
 from ids_nerf.guidance.sizes import render_size
+from ids_nerf.image.editor import OptimConfig
 from ids_nerf.image.io import check_image_path, check_output_path, load_image, save_trajectory, to_pil, to_tensor
 
-MethodName = Literal["ids", "dds", "sds", "cds", "pds", "pds-fpr", "sds-fpr", "cds-fpr", "dds-fpr", "ids-jf"]
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names, one place
 
 
 @dataclass
@@ -38,67 +40,53 @@ class EditImageConfig:
     out: Path
     """Output image path (written at the input's size). Never overwritten unless --overwrite."""
     method: MethodName = "ids"
-    """Score method: ids (= dds + FPR, the paper's method), dds, sds, cds, pds, any of them with FPR (*-fpr), or
-    ids-jf (opt-in Jacobian-free FPR: cheaper, see `ids-bench-identity` for its identity metrics)."""
-    steps: int = 200
-    """Number of editing steps (official: 200)."""
-    lr: float = 0.1
-    """SGD learning rate on the latent (official: 0.1)."""
-    loss_scale: float = 2000.0 / (64 * 64)
-    """Scale of the surrogate loss (official 2000/(64*64), kept fixed for other latent sizes)."""
+    """Editing method: ids (= dds + FPR, the paper's method), dds, sds, cds, pds, any of them with FPR (*-fpr), or
+    a Jacobian-free FPR variant (*-jf: cheaper, see `ids-bench-identity` for its identity metrics)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimisation of the latent (the official code's plain SGD)."""
     seed: int = 0
     """Seed of every random draw (timesteps, noises, CDS patches, VAE sampling): same seed, same edit."""
-    prior: str = "CompVis/stable-diffusion-v1-4"
-    """Diffusion prior: hub id, local diffusers folder, `toy` (bundled offline model) or `tiny` (random weights)."""
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """Diffusion prior: model (hub id, local diffusers folder, `toy` bundled offline model, `tiny` random weights),
+    device, dtype, VAE encoding."""
     guidance_scale: float | None = None
-    """CFG scale of the editing score; default: the method's official value (7.5; PDS 100)."""
+    """CFG scale of the edit's score; default: the method's official value (7.5; PDS 100)."""
     t_range: tuple[float, float] = (0.05, 0.95)
-    """Timestep range as fractions of the training steps (SDS/DDS/CDS)."""
+    """Timestep range as fractions of the prior's training steps (SDS/DDS/CDS)."""
     fpr: FPRConfig = field(default_factory=FPRConfig)
     """Fixed-point regularization; `enabled` is switched on by --method ids / *-fpr, or by --fpr.enabled."""
     cds: CDSConfig = field(default_factory=CDSConfig)
     """CDS options (method cds / cds-fpr)."""
     pds: PDSConfig = field(default_factory=PDSConfig)
     """PDS options (method pds / pds-fpr)."""
-    device: str = "auto"
-    """Device: auto (CUDA when available), cpu, cuda, cuda:N."""
-    dtype: str = "auto"
-    """Prior weights dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16."""
-    encode_mode: Literal["mean", "sample"] = "mean"
-    """VAE encoding of the input: posterior mean (official) or a sample."""
     save_trajectory: Path | None = None
     """Also save intermediate decodes (at the edit size): a strip (.png/.jpg) or an animation (.gif)."""
     trajectory_frames: int = 8
     """Number of intermediate decodes in the trajectory."""
     save_diagnostics: bool = True
     """Write <out>.json next to the output with the options as given, the effective guidance configuration (method
-    preset and default scales applied), the edit size, timings and per-step diagnostics (t, FPR losses)."""
+    and default scales applied), the edit size, timings and per-step diagnostics (t, FPR losses)."""
     overwrite: bool = False
     """Allow overwriting existing output files."""
     progress: bool = True
     """Show a progress bar."""
 
     def guidance(self) -> GuidanceConfig:
-        """The GuidanceConfig these options describe."""
-        preset = guidance_from_preset(self.method)
-        base, preset_fpr = preset.method, preset.fpr.enabled
+        """The GuidanceConfig these options describe, with the method's score and FPR setting applied."""
+        method = guidance_config(self.method)
         fpr = replace(
             self.fpr,
-            enabled=self.fpr.enabled or preset_fpr,
-            jacobian=preset.fpr.jacobian if self.method.endswith("-jf") else self.fpr.jacobian,
+            enabled=self.fpr.enabled or method.fpr.enabled,
+            jacobian="free" if method.fpr.jacobian == "free" else self.fpr.jacobian,
         )
         return GuidanceConfig(
-            method=base,
+            score=method.score,
             guidance_scale=self.guidance_scale,
             t_range=self.t_range,
-            fpr=fpr,  # type: ignore[arg-type]
+            fpr=fpr,
             cds=self.cds,
             pds=self.pds,
         )
-
-    def prior_config(self) -> PriorConfig:
-        """The PriorConfig these options describe."""
-        return PriorConfig(model=self.prior, device=self.device, dtype=self.dtype, encode_mode=self.encode_mode)
 
 
 def validate(cfg: EditImageConfig) -> None:
@@ -107,10 +95,10 @@ def validate(cfg: EditImageConfig) -> None:
         raise UserInputError('--src-prompt is empty: describe the input image, e.g. "a photo of a cat".')
     if not cfg.trg_prompt.strip():
         raise UserInputError('--trg-prompt is empty: describe the edit, e.g. "a photo of a pig".')
-    if cfg.steps < 0:
-        raise UserInputError(f"--steps must be >= 0 (got {cfg.steps}).")
-    if cfg.lr <= 0:
-        raise UserInputError(f"--lr must be > 0 (got {cfg.lr}).")
+    if cfg.optim.steps < 0:
+        raise UserInputError(f"--optim.steps must be >= 0 (got {cfg.optim.steps}).")
+    if cfg.optim.lr <= 0:
+        raise UserInputError(f"--optim.lr must be > 0 (got {cfg.optim.lr}).")
     if cfg.fpr.iterations < 0:
         raise UserInputError(f"--fpr.iterations must be >= 0 (got {cfg.fpr.iterations}).")
     lo, hi = cfg.t_range
@@ -124,7 +112,7 @@ def validate(cfg: EditImageConfig) -> None:
         sidecar = cfg.out.with_suffix(".json")
         if sidecar.exists() and not cfg.overwrite:
             raise UserInputError(f"{sidecar} (diagnostics of --out) already exists; pass --overwrite or another --out.")
-    check_prior(cfg.prior_config())
+    check_prior(cfg.prior)
 
 
 def run(cfg: EditImageConfig) -> dict:
@@ -133,44 +121,41 @@ def run(cfg: EditImageConfig) -> dict:
 
     from ids_nerf.guidance.distiller import ScoreDistiller
     from ids_nerf.guidance.prior import DiffusionPrior
-    from ids_nerf.image.editor import OptimConfig, edit_latent
+    from ids_nerf.image.editor import edit_latent
 
     validate(cfg)
     source = load_image(cfg.image)
     guidance = cfg.guidance()
     t0 = time.perf_counter()
-    prior = DiffusionPrior(cfg.prior_config())
+    prior = DiffusionPrior(cfg.prior)
     t_load = time.perf_counter() - t0
 
     distiller = ScoreDistiller(prior, guidance, seed=cfg.seed)
-    edit_size = render_size(source.width, source.height, prior.resolution, prior.size_multiple)
+    edit_size = render_size(source.height, source.width, prior.resolution, prior.size_multiple)  # (h, w)
     with torch.no_grad():
         z_src = prior.encode(to_tensor(source, edit_size).to(prior.device), generator=distiller.generator)
     cond_src, cond_trg = prior.text_embeddings(cfg.src_prompt), prior.text_embeddings(cfg.trg_prompt)
-    optim = OptimConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        loss_scale=cfg.loss_scale,
-        trajectory_frames=cfg.trajectory_frames if cfg.save_trajectory else 0,
-    )
+    frames = cfg.trajectory_frames if cfg.save_trajectory else 0
     t1 = time.perf_counter()
-    result = edit_latent(distiller, z_src, cond_src, cond_trg, optim, decode=prior.decode, progress=cfg.progress)
+    result = edit_latent(
+        distiller, z_src, cond_src, cond_trg, cfg.optim, decode=prior.decode, progress=cfg.progress, frames=frames
+    )
     t_edit = time.perf_counter() - t1
     with torch.no_grad():
         edited = prior.decode(result.latent)
 
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(edited, source.size).save(cfg.out)
+    to_pil(edited, (source.height, source.width)).save(cfg.out)
     summary = {
         "out": str(cfg.out),
         "method": guidance.name,
-        "steps": cfg.steps,
+        "steps": cfg.optim.steps,
         "seconds_load": t_load,
         "seconds_edit": t_edit,
-        "seconds_per_step": t_edit / max(cfg.steps, 1),
+        "seconds_per_step": t_edit / max(cfg.optim.steps, 1),
         "device": str(prior.device),
         "resolution": prior.resolution,
-        "edit_size": list(edit_size),
+        "edit_size": list(edit_size),  # (height, width)
         "latent_shape": list(z_src.shape[1:]),
     }
     if cfg.save_trajectory is not None and result.frames:
@@ -178,7 +163,7 @@ def run(cfg: EditImageConfig) -> dict:
         summary["trajectory"] = str(cfg.save_trajectory)
     if cfg.save_diagnostics:
         options = json.loads(json.dumps(asdict(cfg), default=str))
-        effective = asdict(replace(guidance, guidance_scale=guidance.scale))
+        effective = asdict(replace(guidance, guidance_scale=guidance.effective_guidance_scale()))
         cfg.out.with_suffix(".json").write_text(
             json.dumps({**summary, "options": options, "guidance": effective, "history": result.history}, indent=1)
         )

@@ -29,9 +29,7 @@ class OptimConfig:
     lr: float = 0.1
     """SGD learning rate on the latent (official: 0.1, no momentum, no schedule)."""
     loss_scale: float = OFFICIAL_LOSS_SCALE
-    """Scale of the surrogate loss (z * grad).sum(); official 2000/(64*64)."""
-    trajectory_frames: int = 0
-    """Number of intermediate decodes to keep (0 = none); evenly spaced over the steps, last step included."""
+    """Scale of the surrogate loss (z * grad).sum(); official 2000/(64*64), kept fixed for other latent sizes."""
 
 
 @dataclass
@@ -64,20 +62,24 @@ def edit_latent(
     optim: OptimConfig,
     decode: Callable[[Tensor], Tensor] | None = None,
     progress: bool = True,
+    frames: int = 0,
 ) -> EditResult:
-    """Optimise ``z`` (initialised to ``z_src``) with the distiller's gradient for ``optim.steps`` SGD steps."""
+    """Optimise ``z`` (initialised to ``z_src``) with the distiller's gradient for ``optim.steps`` SGD steps.
+
+    ``frames`` > 0 keeps that many intermediate decodes (needs ``decode``), evenly spaced, the last step included,
+    after a decode of the start."""
     z = z_src.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([z], lr=optim.lr)
     result = EditResult(latent=z)
     keep = set()
-    if optim.trajectory_frames > 0 and decode is not None and optim.steps > 0:
-        n = min(optim.trajectory_frames, optim.steps)
+    if frames > 0 and decode is not None and optim.steps > 0:
+        n = min(frames, optim.steps)
         keep = {round((i + 1) * optim.steps / n) - 1 for i in range(n)}
         with torch.no_grad():
             result.frames.append(decode(z.detach()))
     bar = tqdm(range(optim.steps), desc=f"edit ({distiller.config.name})", disable=not progress, leave=False)
     for i in bar:
-        out = distiller.step(z, z_src, cond_trg, cond_src)
+        out = distiller.step(z_src=z_src, z_trg=z, cond_src=cond_src, cond_trg=cond_trg)
         loss = optim.loss_scale * (z * out.grad).sum()
         if out.aux_loss is not None:
             loss = loss + out.aux_loss

@@ -43,18 +43,21 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def to_tensor(img: Image.Image, size: tuple[int, int]) -> Tensor:
-    """PIL RGB -> (1, 3, H, W) float32 in [0, 1], resized (bicubic) to ``size`` = (width, height)."""
-    if img.size != size:
-        img = img.resize(size, Image.Resampling.BICUBIC)
+    """PIL RGB -> (1, 3, H, W) float32 in [0, 1], resized (bicubic) to ``size`` = (height, width)."""
+    height, width = size
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def to_pil(images: Tensor, size: tuple[int, int] | None = None) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB, optionally resized (bicubic) to ``size`` = (width, height)."""
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> PIL RGB, optionally resized (bicubic) to ``size`` = (height, width)."""
     arr = images.detach().float().clamp(0, 1).squeeze(0).permute(1, 2, 0).cpu().numpy()
     img = Image.fromarray((arr * 255.0 + 0.5).astype(np.uint8))
-    return img.resize(size, Image.Resampling.BICUBIC) if size is not None and img.size != size else img
+    if size is None or img.size == (size[1], size[0]):
+        return img
+    return img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
 
 
 def check_output_path(path: str | Path, overwrite: bool, flag: str = "--out") -> Path:

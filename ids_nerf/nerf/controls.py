@@ -37,7 +37,7 @@ class EditControls:
             ),
             "edit_guidance_scale": ViewerNumber(
                 "Guidance scale",
-                float(self.guidance.scale),
+                float(self.guidance.effective_guidance_scale()),
                 cb_hook=self._on_scale,
                 hint="Classifier-free guidance scale of the editing score.",
             ),

@@ -23,6 +23,7 @@ from PIL import Image
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.methods import NERF_METHODS
 
 
 @dataclass
@@ -33,8 +34,8 @@ class NerfDemoConfig:
     """Output folder (data, runs, renders). Must not exist yet unless --overwrite (then only renders are replaced)."""
     prior: str = "toy"
     """Diffusion prior of the edit: `toy` (bundled, offline), `tiny` (random weights), a hub id or a local folder."""
-    method: Literal["ids-edit", "dds-edit", "pds-edit", "pds-fpr-edit", "sds-edit"] = "ids-edit"
-    """Editing method."""
+    method: Literal[tuple(NERF_METHODS)] = "ids-edit"  # type: ignore[valid-type]  # the registry's NeRF methods
+    """Editing method (ns-train method name)."""
     src_prompt: str = "a red sphere on a checkered floor"
     """Prompt of the generated scene."""
     trg_prompt: str = "a blue sphere on a checkered floor"
@@ -130,15 +131,16 @@ def reconstruction_config(data: Path, runs: Path, steps: int, device: str, seed:
 
 def edit_config(method: str, data: Path, runs: Path, load_dir: Path, cfg: NerfDemoConfig, device: str):
     """An editing run of ``load_dir`` with the demo's prompts and prior, writing to ``runs/toy/<method>/edit``."""
-    from ids_nerf import method_configs
+    from ids_nerf.method_configs import EDIT_METHODS
 
-    config = copy.deepcopy(getattr(method_configs, method.replace("-", "_")).config)
+    config = copy.deepcopy(EDIT_METHODS[method].config)
     config.data = data
     config.pipeline.datamanager.data = data
     config.load_dir = load_dir
     g = config.pipeline.guidance
-    g.src_prompt, g.trg_prompt, g.prior, g.view_repeat, g.log_every = cfg.src_prompt, cfg.trg_prompt, cfg.prior, 5, 25
-    g.render_downscale = cfg.render_downscale
+    g.src_prompt, g.trg_prompt, g.prior.model = cfg.src_prompt, cfg.trg_prompt, cfg.prior
+    config.pipeline.render.view_repeat, config.pipeline.render.downscale = 5, cfg.render_downscale
+    config.pipeline.log_every = 25
     config.output_dir, config.experiment_name, config.timestamp = runs, "toy", "edit"
     config.max_num_iterations, config.steps_per_save = cfg.edit_steps, cfg.edit_steps
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9

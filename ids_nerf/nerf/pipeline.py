@@ -10,7 +10,7 @@ only the scene, and ``ns-render``/``ns-eval``/``ns-export``/``ns-viewer`` never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import colormaps
 from torch import Tensor
 
-from ids_nerf.guidance.distiller import GuidanceConfig
+from ids_nerf.guidance.config import GuidanceConfig
 from ids_nerf.guidance.prior import PriorConfig, PriorFlags
 from ids_nerf.guidance.sizes import render_size
 from ids_nerf.nerf import render
@@ -30,58 +30,46 @@ from ids_nerf.nerf.model import IDSNerfactoModelConfig
 from ids_nerf.profiling import phase
 
 #: How ``ns-train`` spells the prior options: error messages about the prior name these flags.
-NERF_PRIOR_FLAGS = PriorFlags(
-    model="--pipeline.guidance.prior", device="--pipeline.guidance.device", dtype="--pipeline.guidance.dtype"
-)
+NERF_PRIOR_FLAGS = PriorFlags.nested("--pipeline.guidance.prior")
 
 
 @dataclass
 class NerfGuidanceConfig(GuidanceConfig):
-    """Text prompts, score method (+ FPR) and diffusion prior of a NeRF edit."""
+    """Text prompts, score (+ FPR), loss weights and diffusion prior of a NeRF edit."""
 
     src_prompt: str = ""
     """Prompt describing the original scene, e.g. "a photo of a fern"."""
     trg_prompt: str = ""
     """Prompt describing the edited scene, e.g. "a photo of a fern made of gold"."""
-    prior: str = "CompVis/stable-diffusion-v1-4"
-    """Diffusion prior: hub id, local diffusers folder, `toy` (bundled offline model) or `tiny` (random weights)."""
-    device: str = "auto"
-    """Device of the diffusion prior: `auto` (the NeRF's device), `cpu`, `cuda`, `cuda:1` (a second GPU), ..."""
-    dtype: str = "auto"
-    """Prior weights dtype (memory knob): `auto` (float16 on CUDA, float32 on CPU), `float32`, `float16`, `bfloat16`."""
-    gradient_checkpointing: bool = False
-    """Recompute the VAE encoder's activations in its backward pass (memory knob for large renders)."""
-    resolution: int | None = None
-    """Long side of the rendered view in pixels; None = the prior's resolution (512 for SD 1.x)."""
-    render_chunk_size: int = 4096
-    """Rays rendered at once (memory knob): the differentiable render never holds more than one chunk's graph; a
-    view with at most this many rays is rendered once, with grad."""
-    render_downscale: int = 1
-    """Render the view at 1/k of the prior's resolution and upsample it bilinearly before encoding (speed knob)."""
-    view_repeat: int = 10
-    """Editing steps spent on one training view before another is drawn (official PDS: 10)."""
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    """Diffusion prior: model (hub id, local diffusers folder, `toy`, `tiny`), device (`auto` = the NeRF's device;
+    `cuda:1` puts it on a second GPU), dtype and VAE memory options."""
     loss_scale: float = 1.0
     """Scale of the guidance loss (z * grad).sum(); Adam makes the NeRF update nearly invariant to it."""
     anchor_weight: float = 0.0
     """Weight of an optional RGB anchoring loss mean((render - photo)^2) keeping the render near the photo."""
     proposal_loss_mult: float = 1.0
     """Weight of nerfacto's interlevel loss during editing, so proposal networks follow edited geometry."""
-    log_every: int = 50
-    """Every N steps save a side-by-side (source photo | render | depth) under <run>/edit_progress and log it."""
-    seed: int = 42
-    """Seed of every random draw of the edit (views, timesteps, noises, sampler jitter); ids-edit sets it from
-    --machine.seed."""
 
     def prior_config(self, nerf_device: torch.device | str) -> PriorConfig:
-        """The prior's options; `auto` device = the NeRF's device."""
-        device = str(nerf_device) if self.device == "auto" else self.device
-        return PriorConfig(
-            model=self.prior, device=device, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
-        )
+        """The prior's options with `auto` device resolved to the NeRF's device."""
+        return replace(self.prior, device=str(nerf_device)) if self.prior.device == "auto" else self.prior
 
-    def derived_seed(self, stream: int) -> int:
-        """Independent seed for one random stream (0: views, 1: guidance, 2: render jitter) of this run."""
-        return (self.seed * 1_000_003 + stream * 7_919) % (2**62)
+
+@dataclass
+class EditRenderConfig:
+    """How a training view is rendered for the prior each editing step."""
+
+    resolution: int | None = None
+    """Long side of the rendered view in pixels; None = the prior's resolution (512 for SD 1.x). The short side
+    follows the view's aspect, rounded to the prior's size multiple."""
+    chunk_size: int = 4096
+    """Rays rendered at once (memory knob): the differentiable render never holds more than one chunk's graph; a
+    view with at most this many rays is rendered once, with grad."""
+    downscale: int = 1
+    """Render the view at 1/k of the prior's resolution and upsample it bilinearly before encoding (speed knob)."""
+    view_repeat: int = 10
+    """Editing steps spent on one training view before another is drawn (official PDS: 10)."""
 
 
 @dataclass
@@ -94,7 +82,11 @@ class IDSEditPipelineConfig(VanillaPipelineConfig):
     model: IDSNerfactoModelConfig = field(default_factory=IDSNerfactoModelConfig)
     """NeRF model; replaced by the source run's model config when its config.yml is found."""
     guidance: NerfGuidanceConfig = field(default_factory=NerfGuidanceConfig)
-    """Editing guidance: prompts, method, FPR, prior."""
+    """Editing guidance: prompts, score, FPR, prior."""
+    render: EditRenderConfig = field(default_factory=EditRenderConfig)
+    """Rendering of the edited view: resolution, ray chunks, downscale, views."""
+    log_every: int = 50
+    """Every N steps save a side-by-side (source photo | render | depth) under <run>/edit_progress and log it."""
 
 
 class IDSEditPipeline(VanillaPipeline):
@@ -115,16 +107,26 @@ class IDSEditPipeline(VanillaPipeline):
         # Plain attributes (not nn.Modules): nothing of the prior reaches state_dict() or checkpoints.
         self.__dict__["_prior"] = None
         self.__dict__["_src_latents"] = {}
-        self.reset_random_streams()
+        self.set_seed(42)  # nerfstudio's default --machine.seed; IDSEditTrainer sets the run's
         self.__dict__["progress_dir"] = None
         self.__dict__["controls"] = EditControls(config.guidance)
         for name, element in self.controls.elements().items():
             setattr(self, name, element)
 
+    def set_seed(self, seed: int) -> None:
+        """Seed every random draw of the edit (views, timesteps, noises, sampler jitter) from the run's one seed,
+        ``--machine.seed``, and restart the streams."""
+        self.__dict__["seed"] = int(seed)
+        self.reset_random_streams()
+
+    def derived_seed(self, stream: int) -> int:
+        """Independent seed for one random stream (0: views, 1: guidance, 2: render jitter) of this run."""
+        return (self.seed * 1_000_003 + stream * 7_919) % (2**62)
+
     def reset_random_streams(self) -> None:
         """Re-seed the view and guidance draws from the run's seed (a fresh run draws the same sequence)."""
         self.__dict__["_distiller"] = None
-        self.__dict__["_view_generator"] = torch.Generator().manual_seed(self.config.guidance.derived_seed(0))
+        self.__dict__["_view_generator"] = torch.Generator().manual_seed(self.derived_seed(0))
         self.__dict__["_current_view"] = 0
         camera_optimizer = getattr(self.model, "camera_optimizer", None)
         if camera_optimizer is not None:  # poses of the source run stay fixed while editing
@@ -151,25 +153,25 @@ class IDSEditPipeline(VanillaPipeline):
         if self._distiller is None:
             from ids_nerf.guidance.distiller import ScoreDistiller
 
-            seed = self.config.guidance.derived_seed(1)
+            seed = self.derived_seed(1)
             self.__dict__["_distiller"] = ScoreDistiller(self.get_prior(), self.config.guidance, seed=seed)
         return self._distiller
 
     # ----------------------------------------------------------------- views
     def _view_index(self, step: int) -> int:
-        if step % max(1, self.config.guidance.view_repeat) == 0:
+        if step % max(1, self.config.render.view_repeat) == 0:
             n = len(self.datamanager.train_dataset)
             self.__dict__["_current_view"] = int(torch.randint(n, (1,), generator=self._view_generator))
         return self._current_view
 
     def _view_size(self, index: int) -> tuple[int, int]:
         cams = self.datamanager.train_dataset.cameras
-        long_side = self.config.guidance.resolution or self.get_prior().resolution
+        long_side = self.config.render.resolution or self.get_prior().resolution
         multiple = self.get_prior().size_multiple
-        return render_size(int(cams.width[index, 0]), int(cams.height[index, 0]), long_side, multiple)
+        return render_size(int(cams.height[index, 0]), int(cams.width[index, 0]), long_side, multiple)
 
-    def source_photo(self, index: int, width: int, height: int) -> Tensor:
-        """The original training photo of view ``index`` as (1, 3, H, W) in [0, 1] at ``width`` x ``height``."""
+    def source_photo(self, index: int, height: int, width: int) -> Tensor:
+        """The original training photo of view ``index`` as (1, 3, H, W) in [0, 1] at ``height`` x ``width``."""
         image = self.datamanager.train_dataset[index]["image"].float()
         if image.shape[-1] == 4:  # RGBA -> composite on the model's background colour (white by default)
             image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
@@ -178,11 +180,11 @@ class IDSEditPipeline(VanillaPipeline):
             image, size=(height, width), mode="bilinear", antialias=True, align_corners=False
         ).clamp(0, 1)
 
-    def _source_latent(self, index: int, width: int, height: int) -> Tensor:
-        key = (index, width, height)
+    def _source_latent(self, index: int, height: int, width: int) -> Tensor:
+        key = (index, height, width)
         if key not in self._src_latents:
             with torch.no_grad(), phase("source latent (once per view)"):
-                photo = self.source_photo(index, width, height).to(self.get_prior().device)
+                photo = self.source_photo(index, height, width).to(self.get_prior().device)
                 self._src_latents[key] = self.get_prior().encode(photo, generator=self.get_distiller().generator)
         return self._src_latents[key]
 
@@ -193,39 +195,39 @@ class IDSEditPipeline(VanillaPipeline):
         A view that fits in one ray chunk is rendered once with grad and backpropagated directly; a larger one is
         rendered without grad, its image gradient computed, then pushed into the NeRF chunk by chunk.
         """
-        g = self.config.guidance
+        g, r = self.config.guidance, self.config.render
         model = self.model
         index = self._view_index(step)
-        width, height = self._view_size(index)  # the prior's input size
-        k = max(1, g.render_downscale)
-        camera = render.view_camera(self.datamanager.train_dataset.cameras, index, width // k, height // k)
+        height, width = self._view_size(index)  # the prior's input size
+        k = max(1, r.downscale)
+        camera = render.view_camera(self.datamanager.train_dataset.cameras, index, height // k, width // k)
         rays = render.view_rays(camera, index, self.device)
-        seed = g.derived_seed(2) + step
+        seed = self.derived_seed(2) + step
         with render.one_sampler_step(model):  # every chunk of both passes sees this step's proposal-sampler state
-            if len(rays) <= g.render_chunk_size:
+            if len(rays) <= r.chunk_size:
                 with render.seeded_sampling(seed, self.device), torch.enable_grad(), phase("render+backward (1 chunk)"):
                     out = model(rays)
                     rendered = {
                         "rgb": out["rgb"].reshape(height // k, width // k, 3),
                         "depth": out["depth"].reshape(height // k, width // k, 1),
                     }
-                    loss, guidance = self._guidance_loss(rendered["rgb"], index, width, height)
+                    loss, guidance = self._guidance_loss(rendered["rgb"], index, height, width)
                     prop = render.proposal_loss(out, g.proposal_loss_mult)
                     (loss + g.proposal_loss_mult * prop).backward()
                 prop = float(prop.detach())
                 image_grad_norm = float("nan")
             else:
                 with phase("render (no grad)"):
-                    rendered = render.render_view(model, rays, height // k, width // k, g.render_chunk_size, seed)
+                    rendered = render.render_view(model, rays, height // k, width // k, r.chunk_size, seed)
                 image = rendered["rgb"].detach().requires_grad_(True)
                 with torch.enable_grad():
-                    loss, guidance = self._guidance_loss(image, index, width, height)
+                    loss, guidance = self._guidance_loss(image, index, height, width)
                     with phase("vae backward"):
                         (image_grad,) = torch.autograd.grad(loss, image)
                 image_grad_norm = float(image_grad.norm())
                 with phase("nerf backward (chunked)"):
                     prop = render.backpropagate_image_gradient(
-                        model, rays, image_grad, g.render_chunk_size, seed, g.proposal_loss_mult
+                        model, rays, image_grad, r.chunk_size, seed, g.proposal_loss_mult
                     )
         diag = guidance.diagnostics
         metrics: dict[str, Any] = {
@@ -238,16 +240,17 @@ class IDSEditPipeline(VanillaPipeline):
             metrics["fpr_loss_first"] = diag["fpr_losses"][0]
             if diag.get("fpr_loss_final") is not None:
                 metrics["fpr_loss_final"] = diag["fpr_loss_final"]
-        if g.log_every > 0 and step % g.log_every == 0:
+        log_every = self.config.log_every
+        if log_every > 0 and step % log_every == 0:
             self._log_progress(step, index, {k_: v.detach() for k_, v in rendered.items()})
         loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
         return loss_dict, metrics
 
-    def _guidance_loss(self, rgb: Tensor, index: int, width: int, height: int):
+    def _guidance_loss(self, rgb: Tensor, index: int, height: int, width: int):
         """Guidance (+ CDS, + anchoring) loss of a rendered view (h, w, 3), differentiable w.r.t. ``rgb``, on
         ``rgb``'s device.
 
-        The render is upsampled to the prior's input size (width x height) when --render-downscale > 1. The source
+        The render is upsampled to the prior's input size (height x width) when the render is downscaled. The source
         side of the step (FPR) runs before the render is encoded, so FPR's UNet passes never share memory with the
         VAE encoder's graph of the render (at 512x384 in fp32 that graph alone is ~2.4 GB).
         """
@@ -256,18 +259,18 @@ class IDSEditPipeline(VanillaPipeline):
         image = rgb.permute(2, 0, 1)[None].to(prior.device, torch.float32)
         if image.shape[-2:] != (height, width):
             image = torch.nn.functional.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
-        z_src = self._source_latent(index, width, height)
+        z_src = self._source_latent(index, height, width)
         cond_src, cond_trg = prior.text_embeddings(g.src_prompt), prior.text_embeddings(self.controls.target_prompt)
         distiller = self.get_distiller()
         source = distiller.draw_source(z_src, cond_src)
         with phase("vae encode"):
             z = prior.encode(image)
-        out = distiller.step(z, z_src, cond_trg, cond_src, source=source)
+        out = distiller.step(z_src=z_src, z_trg=z, cond_src=cond_src, cond_trg=cond_trg, source=source)
         loss = g.loss_scale * (z * out.grad).sum()
         if out.aux_loss is not None:
             loss = loss + out.aux_loss
         if g.anchor_weight > 0:
-            photo = self.source_photo(index, width, height).to(prior.device)
+            photo = self.source_photo(index, height, width).to(prior.device)
             loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
         return loss.to(rgb.device), out  # back on the NeRF's device (the prior may live on another one)
 
@@ -275,7 +278,7 @@ class IDSEditPipeline(VanillaPipeline):
         from nerfstudio.utils import writer
 
         height, width = rendered["rgb"].shape[:2]
-        photo = self.source_photo(index, width, height)[0].permute(1, 2, 0).to(rendered["rgb"].device)
+        photo = self.source_photo(index, height, width)[0].permute(1, 2, 0).to(rendered["rgb"].device)
         depth = colormaps.apply_depth_colormap(rendered["depth"])
         panel = torch.cat([photo, rendered["rgb"].clamp(0, 1), depth], dim=1)
         writer.put_image(name="Edit/source|render|depth", image=panel, step=step)

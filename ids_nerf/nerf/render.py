@@ -19,8 +19,8 @@ from nerfstudio.models.base_model import Model
 from torch import Tensor
 
 
-def view_camera(cameras: Cameras, index: int, width: int, height: int) -> Cameras:
-    """Camera ``index`` with its intrinsics rescaled to ``width`` x ``height`` (aspect may change slightly)."""
+def view_camera(cameras: Cameras, index: int, height: int, width: int) -> Cameras:
+    """Camera ``index`` with its intrinsics rescaled to ``height`` x ``width`` (aspect may change slightly)."""
     cam = cameras[index : index + 1]
     sx, sy = width / float(cam.width[0, 0]), height / float(cam.height[0, 0])
     return Cameras(

@@ -53,6 +53,7 @@ def build_edit(
     model: Callable[[NerfactoModelConfig], None] | None = None,
     prior: Any = None,
     guidance: Callable[[Any], None] | None = None,
+    seed: int = 42,
 ) -> StandaloneEdit:
     """Build ``method`` (an ``ns-train`` editing method name, e.g. ``ids-edit``) on the scene in ``data``.
 
@@ -61,18 +62,18 @@ def build_edit(
             None edits a freshly initialised nerfacto (enough for timing and gradient checks).
         model: edits the nerfacto config in place before the model is built (e.g. a CPU-sized nerfacto).
         prior: an already built :class:`~ids_nerf.guidance.prior.DiffusionPrior`; None loads the configured one.
-        guidance: edits the guidance config (prompts, prior, chunk size, ...) in place before the pipeline is built.
+        guidance: edits the pipeline config (prompts, prior, render chunk size, ...) in place before it is built.
+        seed: the run's seed (ns-train's --machine.seed).
     """
-    from ids_nerf import method_configs
+    from ids_nerf.method_configs import EDIT_METHODS
     from ids_nerf.nerf.trainer import adopt_source_config, find_checkpoint, span_schedules
 
-    spec = getattr(method_configs, method.replace("-", "_"), None)
-    if spec is None:
-        raise ValueError(f"Unknown editing method {method!r}.")
-    config = copy.deepcopy(spec.config)
+    if method not in EDIT_METHODS:
+        raise ValueError(f"Unknown editing method {method!r}; choose from {', '.join(EDIT_METHODS)}.")
+    config = copy.deepcopy(EDIT_METHODS[method].config)
     config.data = data
     config.pipeline.datamanager.data = data
-    config.machine.device_type = device.split(":")[0]
+    config.machine.device_type, config.machine.seed = device.split(":")[0], seed
     checkpoint = None
     if load_dir is not None:
         config.load_dir = load_dir
@@ -83,7 +84,7 @@ def build_edit(
     if torch.device(device).type != "cuda":
         config.pipeline.model.implementation = "torch"  # tinycudann is CUDA-only
     if guidance is not None:
-        guidance(config.pipeline.guidance)
+        guidance(config.pipeline)
     pipeline: IDSEditPipeline = config.pipeline.setup(device=device, test_mode="val")
     if checkpoint is not None:
         from ids_nerf.nerf.checkpoints import register_safe_globals
@@ -92,6 +93,7 @@ def build_edit(
         state = torch.load(checkpoint, map_location="cpu")
         pipeline.load_pipeline(state["pipeline"], state["step"])
     pipeline.train()
+    pipeline.set_seed(config.machine.seed)
     if prior is not None:
         pipeline.set_prior(prior)
     span_schedules(config)

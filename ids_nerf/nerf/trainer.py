@@ -220,7 +220,6 @@ class IDSEditTrainer(Trainer):
     def __init__(self, config: IDSEditTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         with exit_on_user_error(f"ns-train {config.method_name}"):
             self.source_checkpoint = config.prepare()
-        config.pipeline.guidance.seed = config.machine.seed
         span_schedules(config)
         super().__init__(config, local_rank, world_size)
 
@@ -235,6 +234,7 @@ class IDSEditTrainer(Trainer):
         if self.local_rank == 0:
             self.config.write_config()
         super().setup(test_mode)
+        self.pipeline.set_seed(self.config.machine.seed)  # type: ignore[attr-defined]  # the run's one seed
         self.pipeline.set_prior(prior)  # type: ignore[attr-defined]
 
     def _load_checkpoint(self) -> None:
