@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from ids_nerf.errors import PriorLoadError, UserInputError
-from ids_nerf.guidance import prior as prior_module
 from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig, PriorFlags, check_prior
 
 #: The spelling under ns-train; messages must use it and never the 2D CLI's bare flags.
-NS_FLAGS = PriorFlags("--pipeline.guidance.prior", "--pipeline.guidance.device", "--pipeline.guidance.dtype")
+NS_FLAGS = PriorFlags.nested("--pipeline.guidance.prior")  # as ns-train spells them
 BARE_FLAG = re.compile(r"(?<![\w.-])--(prior|device|dtype)\b")
 
 
@@ -92,7 +91,9 @@ def test_folder_without_unet_or_missing_is_refused(tmp_path, folder):
 
 
 def test_missing_bundled_toy_prior_names_the_flag(tmp_path, monkeypatch):
-    monkeypatch.setattr(prior_module, "TOY_PRIOR_DIR", tmp_path)
+    from ids_nerf.toy import builtin
+
+    monkeypatch.setattr(builtin, "TOY_PRIOR_DIR", tmp_path)
     with pytest.raises(PriorLoadError, match="toy prior is not present") as info:
         check_prior(PriorConfig(model="toy", device="cpu"), NS_FLAGS)
     _assert_names_flag(info.value, f"{NS_FLAGS.model} tiny")

@@ -21,12 +21,10 @@ from torch import Tensor
 
 from ids_nerf.errors import PriorLoadError, UserInputError
 from ids_nerf.guidance.denoiser import cfg_combine, per_sample
-from ids_nerf.toy.builtin import TOY_PRIOR_DIR, builtin_prior_path
+from ids_nerf.guidance.named_priors import named_prior
 
 logger = logging.getLogger(__name__)
 
-#: Names that resolve to models the project builds or ships itself (no network needed).
-BUILTIN_PRIORS = ("toy", "tiny")
 #: Half-precision dtypes; with one of them a VAE whose config sets ``force_upcast`` runs in float32.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -131,21 +129,23 @@ def _network_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
-def _check_builtin(name: str, flags: PriorFlags) -> None:
-    """`tiny` is built on first use; `toy` must be bundled with the installation."""
-    if name == "toy" and not (TOY_PRIOR_DIR / "model_index.json").is_file():
+def _check_named(name: str, flags: PriorFlags) -> None:
+    """A named prior (``toy``, ``tiny``, ...) must be available in this installation."""
+    prior = named_prior(name)
+    reason = prior.unavailable() if prior is not None else None
+    if reason is not None:
         raise PriorLoadError(
-            f"The bundled toy prior is not present in this installation ({TOY_PRIOR_DIR}). Reinstall ids_nerf "
-            f"from a full checkout, or pass `{flags.model} tiny` (random weights, for smoke tests only), a hub id or "
-            "a local diffusers folder."
+            f"The prior {name!r} given with {flags.model} is not available: {reason}. Pass another one, e.g. "
+            f"`{flags.model} tiny` (random weights, for smoke tests only), a hub id or a local diffusers folder."
         )
 
 
 def resolve_model_path(model: str, flags: PriorFlags = PriorFlags()) -> tuple[str, bool]:
     """Map ``model`` to (path-or-hub-id, is_local). Built-in names are materialised on first use."""
-    if model in BUILTIN_PRIORS:
-        _check_builtin(model, flags)
-        return str(builtin_prior_path(model)), True
+    prior = named_prior(model)
+    if prior is not None:
+        _check_named(model, flags)
+        return str(prior.path()), True
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "unet").is_dir():
@@ -202,8 +202,8 @@ def check_prior(config: PriorConfig, flags: PriorFlags = PriorFlags()) -> None:
     Raises :class:`UserInputError` (device, dtype) or :class:`PriorLoadError` (model), naming the flags in ``flags``.
     """
     resolve_dtype(config.dtype, resolve_device(config.device, flags), flags)
-    if config.model in BUILTIN_PRIORS:
-        _check_builtin(config.model, flags)
+    if named_prior(config.model) is not None:
+        _check_named(config.model, flags)
         return
     source, local = resolve_model_path(config.model, flags)
     if not local:

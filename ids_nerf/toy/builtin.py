@@ -1,4 +1,5 @@
-"""Resolution of the built-in prior names: ``tiny`` (random weights, built on first use) and ``toy`` (bundled)."""
+"""The named priors this project provides (registered as ``ids_nerf.named_priors`` entry points in pyproject.toml):
+``toy`` (the bundled offline model) and ``tiny`` (random weights, built on first use; plumbing tests only)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ids_nerf.errors import PriorLoadError
+from ids_nerf.guidance.named_priors import NamedPrior
 
-#: Folder of the bundled toy prior (trained by ``ids_nerf/toy/train_prior.py``), shipped inside the package.
+#: Folder of the bundled toy prior (trained by ``python -m ids_nerf.toy.train_prior``), shipped inside the package.
 TOY_PRIOR_DIR = Path(__file__).parent / "weights" / "toy-prior"
 
 
@@ -17,26 +18,37 @@ def cache_dir() -> Path:
     return Path(os.environ.get("IDS_NERF_CACHE", Path.home() / ".cache" / "ids_nerf"))
 
 
-def builtin_prior_path(name: str) -> Path:
-    """Local diffusers folder for a built-in prior name."""
-    if name == "tiny":
-        path = cache_dir() / "tiny-prior-seed0"
-        if not (path / "model_index.json").is_file():
-            from ids_nerf.toy.tiny import build_tiny_pipeline
+def tiny_prior_path() -> Path:
+    """The tiny random-weight pipeline (seed 0), built into the cache on first use (safe under concurrency)."""
+    path = cache_dir() / "tiny-prior-seed0"
+    if not (path / "model_index.json").is_file():
+        from ids_nerf.toy.tiny import build_tiny_pipeline  # diffusers: only when it must be built
 
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            build_tiny_pipeline(tmp, seed=0)
-            if (path / "model_index.json").is_file():  # built concurrently by another process
-                shutil.rmtree(tmp)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-                tmp.replace(path)
-        return path
-    if name == "toy":
-        if not (TOY_PRIOR_DIR / "model_index.json").is_file():
-            raise PriorLoadError(
-                f"The bundled toy prior is not present in this installation ({TOY_PRIOR_DIR}). Reinstall ids_nerf "
-                "from a full checkout, or use `--prior tiny` (random weights, for smoke tests only) or a hub id."
-            )
-        return TOY_PRIOR_DIR
-    raise PriorLoadError(f"Unknown built-in prior {name!r}; built-ins are: toy, tiny.")
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        build_tiny_pipeline(tmp, seed=0)
+        if (path / "model_index.json").is_file():  # built concurrently by another process
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.replace(path)
+    return path
+
+
+def _toy_unavailable() -> str | None:
+    if (TOY_PRIOR_DIR / "model_index.json").is_file():
+        return None
+    return f"the bundled toy prior is not present in this installation ({TOY_PRIOR_DIR}); reinstall from a checkout"
+
+
+TOY = NamedPrior(
+    name="toy",
+    description="the offline toy-world model bundled with ids_nerf (64x64 images)",
+    path=lambda: TOY_PRIOR_DIR,
+    unavailable=_toy_unavailable,
+)
+TINY = NamedPrior(
+    name="tiny",
+    description="a random-weight model of Stable Diffusion's architecture (plumbing tests only)",
+    path=tiny_prior_path,
+    unavailable=lambda: None,
+)
