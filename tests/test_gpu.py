@@ -1,8 +1,9 @@
 """GPU checks, run on the GPU machine by scripts/gpu_check.sh (``pytest -m gpu tests/test_gpu.py``).
 
-One 2D editing step of every method preset (the ``-jf`` Jacobian-free variants left out) on the Stable Diffusion v1
-architecture with random weights in float16 on CUDA, at 512x384 pixels (latent 64x48): the gradient reaching the
-latent is finite and non-zero; and one NeRF editing step of dds-edit and ids-edit on 504x378 views (render 512x384).
+One 2D editing step of every method (ids_nerf.guidance.methods.METHODS; the ``-jf`` Jacobian-free variants left
+out) on the Stable Diffusion v1 architecture with random weights in float16 on CUDA, at 512x384 pixels (latent
+64x48): the gradient reaching the latent is finite and non-zero; and one NeRF editing step of dds-edit and ids-edit
+on 504x378 views (render 512x384).
 Skipped without CUDA; ``IDS_GPU_TEST_CPU=1`` (gpu_check.sh's dry run) runs the same code on the CPU with the tiny
 SD-architecture model in float32 (128x96, small nerfacto at 96x72) instead, which checks the test itself.
 """
@@ -15,7 +16,7 @@ import tempfile
 import pytest
 import torch
 
-from ids_nerf.guidance.distiller import preset_names
+from ids_nerf.guidance.methods import METHODS
 
 CPU_SMOKE = os.environ.get("IDS_GPU_TEST_CPU") == "1"
 pytestmark = [
@@ -24,7 +25,7 @@ pytestmark = [
 ]
 #: (width, height) of the edited image: 512x384 -> latent 64x48 on SD v1; the tiny model (CPU smoke run) at 128x96.
 SIZE = (128, 96) if CPU_SMOKE else (512, 384)
-PRESETS = [name for name in preset_names() if not name.endswith("-jf")]
+PRESETS = [name for name, spec in METHODS.items() if spec.jacobian == "exact"]  # the -jf variants left out
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +69,14 @@ def test_sizes(prior, source):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_one_editing_step(prior, source, preset):
     """distiller.step + backward of the editor's surrogate loss, as ids_nerf.image.editor.edit_latent does it."""
-    from ids_nerf.guidance.distiller import ScoreDistiller, guidance_from_preset
+    from ids_nerf.guidance.config import guidance_config
+    from ids_nerf.guidance.distiller import ScoreDistiller
     from ids_nerf.image.editor import OptimConfig
 
     z_src, c_src, c_trg = source
-    distiller = ScoreDistiller(prior, guidance_from_preset(preset), seed=0)
+    distiller = ScoreDistiller(prior, guidance_config(preset), seed=0)
     z = z_src.detach().clone().requires_grad_(True)
-    out = distiller.step(z, z_src, c_trg, c_src)
+    out = distiller.step(z_src=z_src, z_trg=z, cond_src=c_src, cond_trg=c_trg)
     loss = OptimConfig().loss_scale * (z * out.grad).sum()
     if out.aux_loss is not None:
         assert torch.isfinite(out.aux_loss)

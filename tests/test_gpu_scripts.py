@@ -7,6 +7,7 @@ import importlib.metadata as md
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,26 @@ def test_machine_packages_are_not_carried(gpu_list):
     carried = {name for kind, name, _ in gpu_list if kind != "machine"}
     assert {"transformers", "accelerate", "numpy"} <= machine
     assert not machine & carried
+
+
+@pytest.mark.parametrize("variable", ["SPEED_GPU", "SPEED_DRY", "NERF_GPU", "NERF_DRY"])
+def test_benchmark_flags_parse(variable, tmp_path):
+    """The flags gpu_check.sh passes to ids-bench-speed / ids-bench-nerf are accepted by their configs (a renamed
+    flag must fail here, not on the GPU machine's time)."""
+    import tyro
+
+    from ids_nerf.bench.nerf import NerfBenchConfig
+    from ids_nerf.bench.speed import SpeedBenchConfig
+
+    match = re.search(rf'^{variable}="([^"]*)"$', CHECK_SH.read_text(), re.MULTILINE | re.DOTALL)
+    assert match, f"{variable} is not set in gpu_check.sh"
+    config_type = SpeedBenchConfig if variable.startswith("SPEED") else NerfBenchConfig
+    args = shlex.split(match.group(1).replace("\\\n", " "))
+    cfg = tyro.cli(config_type, args=[*args, "--out", str(tmp_path / "out")])
+    if variable.endswith("GPU"):
+        assert cfg.arch == "sd-v1" and cfg.prior.device == "auto"
+    else:
+        assert cfg.arch is None and cfg.prior.model == "tiny" and cfg.prior.dtype == "float32"
 
 
 @pytest.mark.slow
