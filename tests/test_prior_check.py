@@ -66,7 +66,7 @@ def test_hub_id_not_in_the_cache_names_the_custom_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(PriorLoadError) as info:
         check_prior(PriorConfig(model="CompVis/stable-diffusion-v1-4", device="cpu"), NS_FLAGS)
-    _assert_names_flag(info.value, "--pipeline.guidance.prior /path/to/folder")
+    _assert_names_flag(info.value, "--pipeline.guidance.prior.model /path/to/folder")
     assert "CompVis/stable-diffusion-v1-4" in str(info.value) and "HF_HUB_OFFLINE" in str(info.value)
     assert info.value.__cause__ is None
 
