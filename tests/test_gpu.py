@@ -98,7 +98,7 @@ def test_one_nerf_editing_step(prior, tmp_path, method):
     from ids_nerf.nerf.demo import cpu_friendly_nerfacto
     from ids_nerf.nerf.standalone import build_edit
     from ids_nerf.toy.datasets import write_llff
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     width, height = (96, 72) if CPU_SMOKE else (504, 378)
     if not CPU_SMOKE:

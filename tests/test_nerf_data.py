@@ -242,7 +242,7 @@ def test_llff_feeds_a_nerfstudio_datamanager(llff_scene) -> None:
 
 def test_llff_toy_scene_lands_in_the_scene_box(tmp_path: Path) -> None:
     """With the bundled toy world's LLFF writer: poses match its reader, the scene sits around the origin."""
-    toy_scenes = pytest.importorskip("ids_nerf.toy.scenes")
+    toy_scenes = pytest.importorskip("ids_nerf.toy.scene_spec")
     toy_datasets = pytest.importorskip("ids_nerf.toy.datasets")
     if not hasattr(toy_datasets, "write_llff"):
         pytest.skip("ids_nerf.toy.datasets.write_llff is not available")

@@ -25,7 +25,7 @@ SRC, TRG = "a red sphere on a checkered floor", "a blue sphere on a checkered fl
 def llff_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A forward-facing 4:3 scene: 5 views at 160x120 (4 for training, 1 held out)."""
     from ids_nerf.toy.datasets import write_llff
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     data = tmp_path_factory.mktemp("llff43")
     scene = SceneSpec(objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)])

@@ -103,7 +103,7 @@ def test_gradient_accumulation_and_gradient_logging(tmp_path, tiny_prior):
     """--gradient-accumulation-steps fields 2: the fields step every second editing step, the proposal networks
     every step; --log-gradients reports per-parameter and total gradient norms."""
     from ids_nerf.toy.datasets import write_llff
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     write_llff(
         SceneSpec(objects=[ObjectSpec(shape="cube", color="red", center=(0.0, 0.0, 0.4), size=0.4)]),

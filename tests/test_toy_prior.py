@@ -1,4 +1,5 @@
-"""The bundled toy prior (``ids_nerf/toy/weights/toy-prior``): layout, size, cheap sanity checks, training smoke test.
+"""The bundled toy prior (``ids_nerf/toy/weights/toy-prior``): layout, size, cheap sanity checks, training smoke test,
+and the training's library pieces (EMA, schedule, SNR, resumable loop) against the hand-written code they replaced.
 
 The quality gates themselves (200 samples, 2,000 held-out scenes; minutes on a CPU) are the slow test at the end:
 ``pytest tests/test_toy_prior.py -m slow``.
@@ -7,13 +8,19 @@ The quality gates themselves (200 samples, 2,000 held-out scenes; minutes on a C
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import compute_snr
+from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
 from ids_nerf.toy.builtin import TOY_PRIOR_DIR
+from ids_nerf.toy.detectors import dominant_color
 from ids_nerf.toy.quality import (
     QualityConfig,
     holdout_images,
@@ -24,6 +31,10 @@ from ids_nerf.toy.quality import (
     to_uint8_images,
     vae_round_trip,
 )
+from ids_nerf.toy.tiny import SCHEDULER_CONFIG
+from ids_nerf.toy.train_loop import LoopConfig, lr_factor, make_ema, run_training
+from ids_nerf.toy.train_prior import TrainPriorConfig, main
+from ids_nerf.toy.train_stages import min_snr_weighted
 
 MAX_SIZE_MB = 25.0
 
@@ -102,8 +113,6 @@ def test_latents_have_about_unit_std(toy_prior):
 def test_samples_follow_the_prompted_colour_far_above_chance(toy_prior):
     """Conditioning works: 14 samples (2 per colour), at least 7 of the prompted colour (chance: 1 in 7, so 7 or
     more hits by chance has probability < 0.001). The 85% gate itself is the slow test below."""
-    from ids_nerf.toy.detectors import dominant_color
-
     specs = single_object_prompts(56)[::4]  # every colour twice, shapes and floors alternating
     images = to_uint8_images(
         sample(toy_prior, [s.prompt for s in specs], steps=20, guidance_scale=7.5, seed=0, progress=False)
@@ -123,8 +132,6 @@ def test_sampling_does_not_depend_on_batch_size(toy_prior):
 
 def test_train_prior_end_to_end_smoke(tmp_path):
     """All stages with toy sizes: writes a folder DiffusionPrior loads; a second run reuses every stage."""
-    from ids_nerf.toy.train_prior import TrainPriorConfig, main
-
     cfg = TrainPriorConfig(
         out=tmp_path / "prior",
         work_dir=tmp_path / "work",
@@ -164,6 +171,109 @@ def test_train_prior_end_to_end_smoke(tmp_path):
         state = getattr(resumed, name).state_dict()
         for k, v in getattr(prior, name).state_dict().items():
             assert torch.equal(v, state[k]), f"{name}.{k}"
+
+
+# ----------------------------------------------------------------------------------------------- training pieces
+
+
+class _HandWrittenEma:
+    """The EMA the shipped weights were trained with (before diffusers' EMAModel replaced it)."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float) -> None:
+        self.shadow, self.decay, self.updates = [p.detach().clone() for p in params], decay, 0
+
+    @torch.no_grad()
+    def update(self, params: list[torch.Tensor]) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in params], 1.0 - decay)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.999])
+def test_diffusers_ema_reproduces_the_hand_written_one(decay):
+    gen = torch.Generator().manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(257, generator=gen)),
+        torch.nn.Parameter(torch.randn(16, 9, generator=gen)),
+    ]
+    ours, reference = make_ema(params, decay), _HandWrittenEma(params, decay)
+    for n in range(1, 41):
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        ours.step(params)
+        reference.update(params)
+        assert ours.cur_decay_value == min(decay, (1 + n) / (10 + n))  # the same decay at every update
+        for a, b in zip(ours.shadow_params, reference.shadow, strict=True):
+            torch.testing.assert_close(a, b, rtol=0.0, atol=1e-7)  # measured: at most 3e-8 apart
+
+
+def _lrs(make_scheduler, total: int) -> list[float]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt)
+    values = []
+    for _ in range(total + 1):
+        values.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return values
+
+
+def test_lr_schedule_is_the_library_cosine_but_one_warm_up_step_ahead():
+    """Why lr_factor stays hand-written: no library schedule gives its numbers (see its docstring)."""
+    total, warmup = 60, 7
+    ours = _lrs(lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total, warmup)), total)
+    assert ours == [lr_factor(s, total, warmup) for s in range(total + 1)]
+    library = _lrs(lambda o: get_cosine_with_min_lr_schedule_with_warmup(o, warmup, total, min_lr_rate=0.1), total)
+    assert ours[warmup:] == library[warmup:]  # exactly equal after the warm-up
+    assert ours[: warmup - 1] == library[1:warmup] and library[0] == 0.0  # the library's warm-up lags one step
+    assert ours[-1] == pytest.approx(0.1)
+    assert _lrs(lambda o: get_cosine_schedule_with_warmup(o, warmup, total), total)[-1] == 0.0  # diffusers: to 0
+
+
+def test_min_snr_weights_are_diffusers_compute_snr_to_float_rounding():
+    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
+    t = torch.arange(1000)
+    ones = torch.ones(1000)
+    ours = min_snr_weighted(ones, scheduler.alphas_cumprod.float(), t, 5.0)
+    snr = compute_snr(scheduler, t)
+    torch.testing.assert_close(ours, snr.clamp(max=5.0) / snr, rtol=1e-6, atol=0.0)  # measured: 2.4e-7
+    assert float(ours[-1]) == 1.0 and float(ours[0]) == pytest.approx(5.0 / float(snr[0]), rel=1e-6)
+
+
+def _tiny_training(work, steps: int, fail_at: int | None = None):
+    """A small MLP trained by the shared loop (EMA, checkpoints every 2 steps); ``fail_at`` interrupts it.
+    Returns the model, the EMA, the loop's result and the number of steps this call ran."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    params = list(model.parameters())
+    ema = make_ema(params, 0.99)
+    done = [0]
+
+    def step(gen):
+        done[0] += 1
+        if done[0] == fail_at:
+            raise KeyboardInterrupt
+        x = torch.randn(16, 4, generator=gen)
+        return (model(x) - x.sum(1, keepdim=True)).pow(2).mean(), {}
+
+    cfg = LoopConfig("tiny", steps, lr=0.05, warmup=2, grad_clip=1.0, seed=3, checkpoint_every=2)
+    return model, ema, run_training(cfg, [model], params, step, work / "checkpoint", ema), done[0]
+
+
+def test_training_loop_resumes_exactly_where_it_stopped(tmp_path):
+    model, ema, result, _ = _tiny_training(tmp_path / "straight", 9)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_training(tmp_path / "resumed", 9, fail_at=6)  # after the checkpoint of step 4
+    assert (tmp_path / "resumed" / "checkpoint").is_dir()
+    again, again_ema, again_result, ran = _tiny_training(tmp_path / "resumed", 9)
+    assert ran == 5  # steps 5-9: it resumed from the checkpoint of step 4 (restarting would give the same weights)
+    for a, b in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(ema.shadow_params, again_ema.shadow_params, strict=True):
+        assert torch.equal(a, b)
+    assert again_result.avg_loss == result.avg_loss and math.isfinite(result.avg_loss)
+    assert again_ema.optimization_step == ema.optimization_step == 9
 
 
 @needs_weights

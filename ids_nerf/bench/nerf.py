@@ -125,7 +125,7 @@ def _prior(cfg: NerfBenchConfig, device: str):
 
 def _generate_scene(cfg: NerfBenchConfig, folder: Path) -> Path:
     from ids_nerf.toy.datasets import write_llff
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     scene = SceneSpec(objects=[ObjectSpec(shape="sphere", color="green", center=(0.0, 0.0, 0.5), size=0.5)])
     write_llff(scene, folder, n_views=cfg.views, size=(cfg.width, cfg.height), seed=cfg.seed, supersample=1)

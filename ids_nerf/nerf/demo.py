@@ -77,7 +77,7 @@ def cpu_friendly_nerfacto(model) -> None:
 
 def _toy_data(cfg: NerfDemoConfig, data_dir: Path) -> None:
     from ids_nerf.toy.datasets import write_blender
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     scene = SceneSpec(
         objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)],

@@ -10,7 +10,7 @@ Blender layout (``write_blender``)::
 ``transforms_*.json`` follow the NeRF-synthetic format: ``camera_angle_x`` (horizontal field of view, radians)
 and ``frames`` with ``file_path`` ``"./train/r_0"`` (no extension; the image is ``train/r_0.png``) and
 ``transform_matrix``, the 4x4 camera-to-world matrix in the Blender/OpenGL convention (camera looks down -Z,
-+Y up). The world is +Z up with the floor at ``z = 0`` (see :mod:`ids_nerf.toy.scenes`). Train and val
++Y up). The world is +Z up with the floor at ``z = 0`` (see :mod:`ids_nerf.toy.scene_spec`). Train and val
 cameras are random orbit cameras; test cameras are an evenly spaced ring.
 
 LLFF layout (``write_llff``)::
@@ -27,8 +27,8 @@ near and far depth bounds. As in the original LLFF release, the rotation columns
 (``poses = np.concatenate([poses[:, 1:2], -poses[:, 0:1], poses[:, 2:]], 1)``) recovers OpenGL
 ``[right, up, back]``. ``hwf`` is ``(height, width, focal in pixels)``. The bounds are the 1st and 99th
 percentiles of the view's finite ground-truth z-depth (the role COLMAP's point depths play in real captures).
-Cameras are forward-facing: a small jittered grid of positions in front of the scene, all looking at
-(roughly) the scene centre.
+Cameras are forward-facing (:func:`ids_nerf.toy.cameras.forward_facing_cameras`): a small jittered grid of
+positions in front of the scene, all looking at (roughly) the scene centre.
 
 Ground truth, in both layouts: ``*_mask.png`` is uint8 with ``object index + 1`` per pixel (0: floor or sky),
 ``*_depth.npy`` is float32 z-depth with ``inf`` for sky, and ``scene.json`` holds the ``SceneSpec``
@@ -46,18 +46,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ids_nerf.toy.scenes import (
-    Camera,
-    SceneSpec,
-    caption,
-    look_at,
-    orbit_cameras,
-    orbit_position,
-    render,
-    sample_camera_for_scene,
-    scene_extent,
-    to_uint8,
-)
+from ids_nerf.toy.cameras import Camera, forward_facing_cameras, orbit_cameras, sample_camera_for_scene
+from ids_nerf.toy.raycast import render, to_uint8
+from ids_nerf.toy.scene_spec import SceneSpec, caption, scene_extent
 
 # Column permutation between OpenGL camera axes [right, up, back] and LLFF's [down, right, back].
 _GL_TO_LLFF = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -76,7 +67,7 @@ def _save_view(scene: SceneSpec, camera: Camera, image_path: Path, gt_stem: Path
 
 
 def _write_scene_json(scene: SceneSpec, out_dir: Path, extra: dict[str, Any]) -> None:
-    meta = {"scene": scene.to_dict(), "caption": caption(scene), "generator": "ids_nerf.toy.scenes", **extra}
+    meta = {"scene": scene.to_dict(), "caption": caption(scene), "generator": "ids_nerf.toy.raycast", **extra}
     (out_dir / "scene.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -154,41 +145,6 @@ def read_blender_poses(directory: str | Path, split: str = "train") -> np.ndarra
 # ----------------------------------------------------------------------------------------------- LLFF
 
 
-def forward_facing_cameras(
-    scene: SceneSpec,
-    n_views: int,
-    width: int,
-    height: int,
-    rng: np.random.Generator,
-    fov_deg: float = 45.0,
-    spread: float = 0.6,
-) -> list[Camera]:
-    """LLFF-like cameras: a jittered grid of positions on a plane facing the scene, all looking at its centre.
-
-    The viewing direction (azimuth uniform, elevation 15-30 degrees) and the distance are drawn from ``rng``;
-    positions span ``spread`` times the distance horizontally (three quarters of that vertically) so the views
-    differ by a few degrees, like a hand-held forward-facing capture.
-    """
-    center, radius = scene_extent(scene)
-    az = rng.uniform(0.0, 2.0 * math.pi)
-    el = math.radians(rng.uniform(15.0, 30.0))
-    dist = rng.uniform(2.0 + 1.4 * radius, 2.4 + 1.6 * radius)
-    base = orbit_position(az, el, dist, center)
-    base_c2w = look_at(base, center)
-    right, up = base_c2w[:3, 0], base_c2w[:3, 1]
-    cols = int(math.ceil(math.sqrt(n_views * 4.0 / 3.0)))
-    rows = int(math.ceil(n_views / cols))
-    cams = []
-    for i in range(n_views):
-        r, c = divmod(i, cols)
-        gx = (c + 0.5) / cols - 0.5 + rng.uniform(-0.15, 0.15) / cols
-        gy = (r + 0.5) / rows - 0.5 + rng.uniform(-0.15, 0.15) / rows
-        eye = base + spread * dist * (gx * right + 0.75 * gy * up)
-        target = np.asarray(center) + rng.uniform(-0.05, 0.05, size=3) * radius
-        cams.append(Camera(look_at(eye, target), math.radians(fov_deg), int(width), int(height)))
-    return cams
-
-
 def _llff_row(camera: Camera, near: float, far: float) -> np.ndarray:
     """One row of ``poses_bounds.npy`` for an OpenGL camera."""
     c2w = np.asarray(camera.c2w, dtype=np.float64)
@@ -253,8 +209,3 @@ def read_llff_poses(directory: str | Path) -> np.ndarray:
 def read_llff_bounds(directory: str | Path) -> np.ndarray:
     """Near/far bounds (N, 2) from ``poses_bounds.npy``."""
     return np.load(Path(directory) / "poses_bounds.npy")[:, 15:17]
-
-
-def read_llff_hwf(directory: str | Path) -> np.ndarray:
-    """``(height, width, focal)`` (N, 3) from ``poses_bounds.npy``."""
-    return np.load(Path(directory) / "poses_bounds.npy")[:, :15].reshape(-1, 3, 5)[:, :, 4]

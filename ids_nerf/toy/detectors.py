@@ -1,7 +1,7 @@
-"""Analytic detectors for toy-world images: object colour, shape and floor texture, numpy only.
+"""Analytic detectors for toy-world images: object colour, shape and floor texture (numpy and scipy.ndimage).
 
 They measure whether an edit happened ("is there a blue object now?", "is the red object a cube?") on images
-that look like :mod:`ids_nerf.toy.scenes` renders, without any learned model.
+that look like :mod:`ids_nerf.toy.raycast` renders, without any learned model.
 
 How they work
 -------------
@@ -9,10 +9,11 @@ How they work
   saturation unchanged. Object colours are saturated (S >= 0.8) with distinct hues, except white (S = 0); the
   floors (teal tiles S 0.2-0.5, brown wood S 0.4-0.55) and the blue sky (S 0.2-0.53) sit in between. A pixel
   is a chromatic object pixel when ``S >= 0.68`` (and not too dark), labelled with the palette hue nearest to
-  its hue (within 35 degrees); it is white when ``S <= 0.10``, after a 3x3 morphological opening that removes
-  the thin lines where anti-aliasing mixes the brown floor's edge with the blue sky into grey.
-* Dominant colour: the colour of the largest connected region of object pixels (not of the most pixels: a
-  sampled floor may carry many small saturated speckles).
+  its hue (within 35 degrees); it is white when ``S <= 0.10``, after a 3x3 morphological opening
+  (``scipy.ndimage.binary_opening``) that removes the thin lines where anti-aliasing mixes the brown floor's edge
+  with the blue sky into grey.
+* Dominant colour: the colour of the largest 4-connected region of object pixels (``scipy.ndimage.label``; not
+  of the most pixels: a sampled floor may carry many small saturated speckles).
 * Shape: 27 silhouette and shading features of the hole-filled mask (moment-ellipse fit, aspect, extent, row
   widths at 7 heights, normalised central moments, fits of the top and bottom edges, brightness steps inside)
   fed to a multinomial logistic regression (``shape_classifier.json``) fitted by :mod:`ids_nerf.toy.shape_fit`
@@ -55,8 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
-from ids_nerf.toy.scenes import COLORS, SHAPES, Camera, GenerationConfig, SceneSpec, generate_one, render
+from ids_nerf.errors import UserInputError
+from ids_nerf.toy.cameras import Camera
+from ids_nerf.toy.generation import GenerationConfig, generate_one
+from ids_nerf.toy.raycast import render
+from ids_nerf.toy.scene_spec import COLORS, SHAPES, SceneSpec
 
 CHROMA_MIN_S: float = 0.68
 """Minimum HSV saturation of a chromatic object pixel."""
@@ -78,7 +84,7 @@ def to_float_rgb(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 or float image -> float64 in [0, 1] (floats are taken as already in [0, 1])."""
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[-1] < 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
+        raise UserInputError(f"expected an (H, W, 3) image, got shape {img.shape}")
     img = img[..., :3]
     if img.dtype == np.uint8:
         return img.astype(np.float64) / 255.0
@@ -106,26 +112,8 @@ def _palette_hsv() -> tuple[np.ndarray, np.ndarray]:
     return h[chromatic], chromatic
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """Binary erosion with a 3x3 square (outside the image counts as background)."""
-    p = np.pad(mask, 1)
-    h, w = mask.shape
-    out = np.ones_like(mask, dtype=bool)
-    for dy in range(3):
-        for dx in range(3):
-            out &= p[dy : dy + h, dx : dx + w]
-    return out
-
-
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    """Binary dilation with a 3x3 square."""
-    p = np.pad(mask, 1)
-    h, w = mask.shape
-    out = np.zeros_like(mask, dtype=bool)
-    for dy in range(3):
-        for dx in range(3):
-            out |= p[dy : dy + h, dx : dx + w]
-    return out
+_SQUARE = np.ones((3, 3), dtype=bool)
+"""3x3 structuring element of the morphology (8-neighbourhood); outside the image counts as background."""
 
 
 def color_labels(image: np.ndarray) -> np.ndarray:
@@ -141,7 +129,7 @@ def color_labels(image: np.ndarray) -> np.ndarray:
     labels[ok] = idx[nearest[ok]]
     if "white" in COLOR_NAMES:
         white = (s <= WHITE_MAX_S) & (v >= MIN_V + 0.04)
-        white = _dilate(_erode(white))  # opening: drops grey lines thinner than 3 pixels (horizon blends)
+        white = ndimage.binary_opening(white, _SQUARE)  # drops grey lines thinner than 3 pixels (horizon blends)
         labels[white] = COLOR_NAMES.index("white")
     return labels
 
@@ -149,7 +137,7 @@ def color_labels(image: np.ndarray) -> np.ndarray:
 def color_mask(image: np.ndarray, color_name: str) -> np.ndarray:
     """Bool (H, W): pixels whose colour is the object colour ``color_name`` (a key of ``COLORS``)."""
     if color_name not in COLOR_NAMES:
-        raise ValueError(f"unknown color {color_name!r}; known: {COLOR_NAMES}")
+        raise UserInputError(f"unknown color {color_name!r}; known: {COLOR_NAMES}")
     return color_labels(image) == COLOR_NAMES.index(color_name)
 
 
@@ -194,29 +182,16 @@ def dominant_color(image: np.ndarray, min_fraction: float = 0.004) -> str | None
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of a boolean mask (an empty mask stays empty)."""
-    mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    flat = mask.ravel()
-    comp = np.zeros(flat.shape, dtype=np.int32)
-    best_id, best_size, next_id = 0, 0, 0
-    for start in np.flatnonzero(flat):
-        if comp[start]:
-            continue
-        next_id += 1
-        comp[start] = next_id
-        stack, size = [int(start)], 0
-        while stack:
-            i = stack.pop()
-            size += 1
-            r, c = divmod(i, w)
-            for j, inside in ((i - w, r > 0), (i + w, r < h - 1), (i - 1, c > 0), (i + 1, c < w - 1)):
-                if inside and flat[j] and not comp[j]:
-                    comp[j] = next_id
-                    stack.append(j)
-        if size > best_size:
-            best_id, best_size = next_id, size
-    return (comp == best_id).reshape(h, w) if best_size else np.zeros_like(mask)
+    """The largest 4-connected component of a boolean mask (an empty mask stays empty).
+
+    Of several equally large components, the one whose first pixel comes first in raster order
+    (``scipy.ndimage.label`` numbers components in that order).
+    """
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool))  # default structure: 4-connectivity
+    if n == 0:
+        return np.zeros(labels.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    return labels == 1 + int(sizes[1:].argmax())
 
 
 SHAPE_FEATURE_NAMES: tuple[str, ...] = (
@@ -250,20 +225,7 @@ SHAPE_CLASSIFIER_PATH = Path(__file__).with_name("shape_classifier.json")
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Bool mask with every background region that is not 4-connected to the image border filled."""
-    m = np.asarray(mask, dtype=bool)
-    free = ~np.pad(m, 1)
-    outside = np.zeros_like(free)
-    outside[0, :] = outside[-1, :] = outside[:, 0] = outside[:, -1] = True
-    while True:
-        grown = outside.copy()
-        grown[1:] |= outside[:-1]
-        grown[:-1] |= outside[1:]
-        grown[:, 1:] |= outside[:, :-1]
-        grown[:, :-1] |= outside[:, 1:]
-        grown &= free
-        if np.array_equal(grown, outside):
-            return ~outside[1:-1, 1:-1]
-        outside = grown
+    return ndimage.binary_fill_holes(np.asarray(mask, dtype=bool))  # default structure: 4-connectivity
 
 
 def _profile_fit(edge: np.ndarray) -> np.ndarray:
@@ -312,7 +274,7 @@ def shape_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     bottom_fit = _profile_fit(bottom) if len(bottom) >= 4 else np.zeros(3)
 
     _, _, v = rgb_to_hsv(to_float_rgb(image)[r0:r1, c0:c1])
-    inner = _erode(m)
+    inner = ndimage.binary_erosion(m, _SQUARE)
     steps_x = np.abs(np.diff(v, axis=1))[inner[:, 1:] & inner[:, :-1]]
     steps_y = np.abs(np.diff(v, axis=0))[inner[1:] & inner[:-1]]
     values = [
@@ -356,7 +318,7 @@ def _shape_classifier() -> dict[str, np.ndarray]:
 
 
 def shape_probabilities(features: np.ndarray) -> np.ndarray:
-    """Class probabilities (in :data:`~ids_nerf.toy.scenes.SHAPES` order) of a :func:`shape_feature_vector`."""
+    """Class probabilities (in :data:`~ids_nerf.toy.scene_spec.SHAPES` order) of a :func:`shape_feature_vector`."""
     c = _shape_classifier()
     logits = ((features - c["mean"]) / c["std"]) @ c["weights"] + c["bias"]
     p = np.exp(logits - logits.max())
@@ -371,7 +333,7 @@ def shape_class(image: np.ndarray, mask: np.ndarray | None = None) -> str:
         mask: the object's pixels; default: the largest connected region of the dominant object colour.
 
     Returns:
-        One of :data:`ids_nerf.toy.scenes.SHAPES`, or ``"unknown"`` when the mask has fewer than 8 pixels.
+        One of :data:`ids_nerf.toy.scene_spec.SHAPES`, or ``"unknown"`` when the mask has fewer than 8 pixels.
     """
     features = shape_feature_vector(image, mask)
     if features is None:

@@ -9,10 +9,11 @@ Gates (defaults of :class:`QualityConfig`):
   the VAE: the dominant object colour (:func:`~ids_nerf.toy.detectors.dominant_color`) matches the prompt in
   >= 85% and the shape (:func:`~ids_nerf.toy.detectors.shape_class`) in >= 70% of the samples;
 * VAE round trip (encode to the posterior mean, decode) of ``n_vae_images`` held-out scenes (the
-  :data:`~ids_nerf.toy.train_prior.HOLDOUT_SEED` stream, never trained on): mean PSNR >= 26 dB.
+  :data:`~ids_nerf.toy.training_data.HOLDOUT_SEED` stream, never trained on): mean PSNR >= 26 dB.
 
 Everything goes through :class:`ids_nerf.guidance.prior.DiffusionPrior`, the code path the editors use.
-A grid of samples (prompt, and what the detectors saw) is written to ``grid``.
+A grid of samples (prompt, and what the detectors saw) is written to ``grid``. Exit status: 0 when every gate
+holds, 1 when one fails, 2 on a user error (e.g. a prior that cannot be loaded).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import tyro
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from ids_nerf.console import run_console
 from ids_nerf.toy.detectors import dominant_color, shape_class
-from ids_nerf.toy.scenes import COLORS, FLOORS, SHAPES
+from ids_nerf.toy.scene_spec import COLORS, FLOORS, SHAPES
+from ids_nerf.toy.training_data import HOLDOUT_SEED, SINGLE_OBJECT_FRACTION, generate_dataset
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ class QualityConfig:
     """Minimum share of samples whose shape matches the prompt."""
     psnr_gate: float = 26.0
     """Minimum mean VAE round-trip PSNR (dB) on held-out scenes."""
-    grid: Path | None = Path("/tmp/toy_prior_samples.png")
-    """Where to write the grid of the first 56 samples (None: no grid)."""
+    grid: Path | None = Path("outputs/toy-prior-quality/samples.png")
+    """Where to write the grid of the first 56 samples (None: no grid); relative paths are under the current
+    folder."""
     json_out: Path | None = None
     """Optional path for the full results as JSON."""
     samples_out: Path | None = None
@@ -107,7 +111,7 @@ def sample(
 
     The initial noise of sample ``i`` depends only on ``seed`` and ``i`` (not on ``batch_size``).
     """
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler  # diffusers takes seconds to import; only sampling needs it
 
     scheduler = DDIMScheduler.from_config(prior.scheduler.config)
     scheduler.set_timesteps(steps)
@@ -177,17 +181,20 @@ def evaluate_samples(
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB) of uint8 or [0, 1] float batches (N, H, W, 3)."""
-    fa = a.astype(np.float64) / (255.0 if a.dtype == np.uint8 else 1.0)
-    fb = b.astype(np.float64) / (255.0 if b.dtype == np.uint8 else 1.0)
-    mse = ((fa - fb) ** 2).reshape(len(fa), -1).mean(axis=1)
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+    """Per-image PSNR (dB, torchmetrics) of uint8 or [0, 1] float batches (N, H, W, 3); identical images score
+    120 dB (a mean squared error of 1e-12), not infinity."""
+
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # ~5 s to import; only the VAE gate needs it
+
+    def unit(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x.astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0))
+
+    values = peak_signal_noise_ratio(unit(a), unit(b), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return values.clamp(max=120.0).numpy()
 
 
 def holdout_images(n: int, size: int = 64) -> np.ndarray:
     """The first ``n`` held-out scenes (never trained on), uint8 (n, size, size, 3)."""
-    from ids_nerf.toy.train_prior import HOLDOUT_SEED, SINGLE_OBJECT_FRACTION, generate_dataset
-
     images, _ = generate_dataset(n, size, HOLDOUT_SEED, SINGLE_OBJECT_FRACTION, workers=1, desc="held-out scenes")
     return images
 
@@ -211,8 +218,6 @@ def save_grid(
     scale: int = 2,
 ) -> Path:
     """PNG grid: each sample (upscaled) above its prompt and the detected colour/shape (``ok``/``X`` marks)."""
-    from PIL import Image, ImageDraw
-
     n = len(images)
     size = images.shape[1] * scale
     cell_w, cell_h = max(size, 150), size + 26
@@ -233,10 +238,12 @@ def save_grid(
 
 def run_quality(cfg: QualityConfig) -> dict[str, Any]:
     """Measure every gate of ``cfg``; prints a report and returns the numbers (``passed`` says whether all hold)."""
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig, PriorFlags  # imports diffusers (seconds)
 
     torch.set_num_threads(cfg.threads)
-    prior = DiffusionPrior(PriorConfig(model=cfg.prior, device="cpu", dtype="float32"))
+    prior = DiffusionPrior(
+        PriorConfig(model=cfg.prior, device="cpu", dtype="float32"), flags=PriorFlags(model="--prior")
+    )
     t0 = time.perf_counter()
     specs = single_object_prompts(cfg.n_samples)
     res = evaluate_samples(prior, specs, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
@@ -304,8 +311,8 @@ def _print_report(out: dict[str, Any], cfg: QualityConfig) -> None:
 
 
 def entrypoint() -> None:
-    """CLI entry point; exits with status 1 when a gate fails."""
-    out = run_quality(tyro.cli(QualityConfig))
+    """Console entry point (``python -m ids_nerf.toy.quality``); exits with status 1 when a gate fails."""
+    _, out = run_console("ids_nerf.toy.quality", QualityConfig, run_quality, __doc__)
     raise SystemExit(0 if out["passed"] else 1)
 
 

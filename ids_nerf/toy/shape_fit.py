@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tyro
+from scipy import ndimage
 from tqdm import tqdm
 
+from ids_nerf.console import run_console
 from ids_nerf.toy.detectors import SHAPE_CLASSIFIER_PATH, SHAPE_FEATURE_NAMES, shape_feature_vector
-from ids_nerf.toy.scenes import SHAPES, GenerationConfig, SceneSpec, generate_one
+from ids_nerf.toy.generation import GenerationConfig, generate_one
+from ids_nerf.toy.scene_spec import SHAPES, SceneSpec
 
 
 @dataclass
@@ -51,16 +53,10 @@ class ShapeFitConfig:
 
 
 def degrade(image: np.ndarray, sigma: float, noise_std: float, rng: np.random.Generator) -> np.ndarray:
-    """Separable Gaussian blur (edge padding) plus Gaussian pixel noise of a uint8 image; returns uint8."""
-    x = image.astype(np.float64)
+    """Gaussian blur (edge padding, kernel radius ``ceil(3 sigma)``) plus Gaussian pixel noise of a uint8 image
+    (H, W, 3); returns uint8."""
     r = max(1, int(np.ceil(3.0 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    h, w = x.shape[:2]
-    p = np.pad(x, ((r, r), (0, 0), (0, 0)), mode="edge")
-    x = sum(k[i] * p[i : i + h] for i in range(2 * r + 1))
-    p = np.pad(x, ((0, 0), (r, r), (0, 0)), mode="edge")
-    x = sum(k[i] * p[:, i : i + w] for i in range(2 * r + 1))
+    x = ndimage.gaussian_filter(image.astype(np.float64), (sigma, sigma, 0.0), mode="nearest", radius=(r, r, 0))
     x = x + rng.normal(0.0, 255.0 * noise_std, x.shape)
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
@@ -87,7 +83,11 @@ def fitting_data(cfg: ShapeFitConfig) -> tuple[np.ndarray, np.ndarray]:
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, iterations: int, learning_rate: float
 ) -> dict[str, Any]:
-    """Multinomial logistic regression on standardised features by full-batch gradient descent."""
+    """Multinomial logistic regression on standardised features by full-batch gradient descent.
+
+    Hand-written on purpose: this exact optimiser produced the shipped ``shape_classifier.json``; a library solver
+    (e.g. scikit-learn's L-BFGS) converges to other weights, so refitting would not reproduce the file.
+    """
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
     z = (x - mean) / std
     onehot = np.eye(n_classes)[y]
@@ -127,8 +127,8 @@ def main(cfg: ShapeFitConfig) -> dict[str, Any]:
 
 
 def entrypoint() -> None:
-    """CLI entry point."""
-    main(tyro.cli(ShapeFitConfig))
+    """Console entry point (``python -m ids_nerf.toy.shape_fit``)."""
+    run_console("ids_nerf.toy.shape_fit", ShapeFitConfig, main, __doc__)
 
 
 if __name__ == "__main__":

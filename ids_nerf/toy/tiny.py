@@ -7,6 +7,7 @@ enough to run a guidance step in tens of milliseconds on one CPU core. 128x128 i
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def build_components(
     seed: int,
     tokenizer_dir: str | Path,
 ) -> dict[str, Any]:
-    """Random-weight SD-architecture components (weights drawn from ``seed``) with the offline CLIP tokenizer."""
+    """Random-weight SD-architecture components (weights drawn from ``seed``) with the offline CLIP tokenizer
+    (its files are written to ``tokenizer_dir``)."""
+    # diffusers and transformers take seconds to import; importers of the configs above (benchmarks) do not need them
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -86,16 +89,14 @@ def build_components(
 
 def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
     """Build the tiny pipeline with weights drawn from ``seed`` and ``save_pretrained`` it to ``out_dir``."""
-    import shutil
-
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # seconds to import, as above
 
     out = Path(out_dir)
-    tok_dir = out / "_tokenizer_build"
-    parts = build_components(
-        UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, {**SCHEDULER_CONFIG, "prediction_type": prediction_type}, seed, tok_dir
-    )
-    pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(out)
-    shutil.rmtree(tok_dir)
+    scheduler_config = {**SCHEDULER_CONFIG, "prediction_type": prediction_type}
+    with tempfile.TemporaryDirectory(prefix="clip-tokenizer-") as tok_dir:
+        parts = build_components(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, scheduler_config, seed, tok_dir)
+        pipe = StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+        pipe.save_pretrained(out)
     return out

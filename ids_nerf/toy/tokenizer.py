@@ -8,9 +8,12 @@ symbols with ``</w>``, one token per merge (the first 48,894 merges of ``bpe_sim
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
+
+from ids_nerf.errors import UserError
 
 #: Number of merges used by CLIP (49152 - 256 - 2); the vocabulary then has 49,408 entries.
 N_MERGES = 49152 - 256 - 2
@@ -33,15 +36,13 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def open_clip_bpe_path() -> Path:
-    """Path of the BPE merges file shipped inside the ``open_clip_torch`` package."""
-    import importlib.util
-
+    """Path of the BPE merges file shipped inside the ``open_clip_torch`` package (found without importing it)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or spec.origin is None:
-        raise RuntimeError("open_clip_torch is not installed; it ships the CLIP BPE vocabulary (run scripts/setup.sh).")
+        raise UserError("open_clip_torch is not installed; it ships the CLIP BPE vocabulary (run scripts/setup.sh).")
     path = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
     if not path.is_file():
-        raise RuntimeError(f"open_clip_torch is installed but {path} is missing; reinstall open_clip_torch.")
+        raise UserError(f"open_clip_torch is installed but {path} is missing; reinstall open_clip_torch.")
     return path
 
 
