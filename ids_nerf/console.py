@@ -26,8 +26,15 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def run_console(prog: str, config_type: type[C], run: Callable[[C], Any], description: str | None) -> tuple[C, Any]:
-    """Parse ``config_type`` from the command line and call ``run`` inside :func:`exit_on_user_error`."""
-    cfg = tyro.cli(config_type, description=description)
+def run_console(
+    prog: str,
+    config_type: Any,
+    run: Callable[[C], Any],
+    description: str | None,
+    args: list[str] | None = None,
+) -> tuple[C, Any]:
+    """Parse ``config_type`` (a config dataclass, or a union of them for subcommands) from ``args`` (default: the
+    command line) and call ``run`` inside :func:`exit_on_user_error`."""
+    cfg = tyro.cli(config_type, args=args, description=description)
     with exit_on_user_error(prog):
         return cfg, run(cfg)

@@ -61,10 +61,16 @@ def linear_denoiser() -> LinearDenoiser:
     return LinearDenoiser(dim=2 * 3 * 3)
 
 
+@pytest.fixture
+def make_linear_denoiser() -> type[LinearDenoiser]:
+    """The LinearDenoiser class, for tests that need other sizes or seeds."""
+    return LinearDenoiser
+
+
 EDIT_STEPS = 3
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file below ``folder``."""
     return {
         str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
@@ -76,7 +82,7 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
     """Toy scene (32x32 views) -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (64 px)."""
     from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
     from ids_nerf.toy.datasets import write_blender
-    from ids_nerf.toy.scenes import ObjectSpec, SceneSpec
+    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     root = tmp_path_factory.mktemp("nerf")
     data, runs = root / "data", root / "runs"
@@ -88,7 +94,7 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
     write_blender(scene, data, n_train=6, n_val=2, n_test=3, size=32, seed=0)
     recon = reconstruction_config(data, runs, 20, "cpu", seed=0)
     train_run(recon)
-    before = snapshot(recon.get_base_dir())
+    before = _snapshot(recon.get_base_dir())
     edit = edit_config(
         "ids-edit",
         data,
@@ -108,4 +114,11 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
         "data": data,
         "runs": runs,
         "prior": tiny_prior_dir,
+        "edit_steps": EDIT_STEPS,
     }
+
+
+@pytest.fixture
+def snapshot():
+    """(size, mtime) of every file below a folder: ``snapshot(folder)``."""
+    return _snapshot

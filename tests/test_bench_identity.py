@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from ids_nerf.bench.identity import IdentityBenchConfig, bootstrap_ci, build_suite, edit_metrics, run
+from ids_nerf.bench.identity_suite import IdentityBenchConfig, bootstrap_ci, build_suite, edit_metrics, run
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.image.editor import OptimConfig
 from ids_nerf.toy import detectors
+from ids_nerf.toy.scene_spec import COLORS
 
 
 def test_suite_is_seeded_and_phrased_by_substitution():
@@ -34,8 +35,6 @@ def test_metrics_of_identity_and_of_a_perfect_colour_edit():
     assert same["success"] == 0.0  # nothing was edited
     # paint the object pixels in the target colour: success, silhouette kept
     edit = case.image.copy()
-    from ids_nerf.toy.scenes import COLORS
-
     mask = detectors.object_mask(case.image)
     shade = case.image[mask].astype(float).max(axis=1, keepdims=True) / 255
     edit[mask] = (np.array(COLORS[case.target]) * 255 * shade).clip(0, 255).astype(np.uint8)

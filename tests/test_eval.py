@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ids_nerf.eval import clip_metrics as cm
-from ids_nerf.eval import identity
+from ids_nerf.eval import preservation
 from ids_nerf.eval.cli import main
 
 CLIP = ["--clip-model", "ViT-S-32", "--random-weights", "--no-progress"]  # small open_clip architecture, offline
@@ -111,7 +111,7 @@ def _image(h: int = 64, w: int = 64, seed: int = 0, lo: float = 0.25, hi: float 
 def test_local_std_matches_brute_force():
     r = torch.from_numpy(np.random.default_rng(3).normal(size=(12, 10)))
     for window in (1, 4, 5, 30):
-        got = identity.local_std(r, window).numpy()
+        got = preservation.local_std(r, window).numpy()
         a = window // 2
         want = np.array(
             [
@@ -124,17 +124,17 @@ def test_local_std_matches_brute_force():
 
 def test_background_psnr_of_identical_images_is_capped():
     img = _image()
-    bg = identity.background_psnr(img, img.copy())
-    assert bg.psnr == identity.PSNR_CAP_DB == 100.0 and bg.fraction == 1.0 and bg.mask.all()
-    assert identity.psnr_from_mse(0.0) == 100.0 and identity.psnr_from_mse(1e-4) == pytest.approx(40.0)
+    bg = preservation.background_psnr(img, img.copy())
+    assert bg.psnr == preservation.PSNR_CAP_DB == 100.0 and bg.fraction == 1.0 and bg.mask.all()
+    assert preservation.psnr_from_mse(0.0) == 100.0 and preservation.psnr_from_mse(1e-4) == pytest.approx(40.0)
 
 
 @pytest.mark.parametrize("threshold", ["mean", "median"])
 def test_background_psnr_of_a_constant_offset_is_exact(threshold):
     src = _image()
-    bg = identity.background_psnr(src, src + 0.1, threshold=threshold)
+    bg = preservation.background_psnr(src, src + 0.1, threshold=threshold)
     assert bg.psnr == pytest.approx(20.0, abs=1e-4)  # every pixel's error is 0.1, whatever the mask
-    full = identity.background_psnr(src, src + 0.1, threshold=threshold, average="image")
+    full = preservation.background_psnr(src, src + 0.1, threshold=threshold, average="image")
     assert full.psnr == pytest.approx(20.0 + 10 * math.log10(1 / full.fraction), abs=1e-4)
 
 
@@ -144,22 +144,22 @@ def test_background_psnr_of_known_noise_excludes_the_edit(threshold):
     noise = np.random.default_rng(2).normal(0, 0.02, src.shape).astype(np.float32)
     edit = src + noise
     edit[40:60, 40:60] = np.random.default_rng(4).uniform(0, 1, (20, 20, 3))  # the "object" changed completely
-    bg = identity.background_psnr(src, edit, window=30, threshold=threshold)
+    bg = preservation.background_psnr(src, edit, window=30, threshold=threshold)
     assert not bg.mask[40:60, 40:60].any()
     assert bg.psnr == pytest.approx(-10 * math.log10(0.02**2), abs=0.4)  # 33.98 dB: the noise level
     if threshold == "median":
         assert bg.fraction == pytest.approx(0.5, abs=0.01)
-    assert identity.background_psnr(src, edit, window=30, threshold="mean").fraction > 0.5
+    assert preservation.background_psnr(src, edit, window=30, threshold="mean").fraction > 0.5
 
 
 def test_mask_iou_known_values():
     a, b = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
-    assert identity.mask_iou(a, b) == 1.0  # both empty
+    assert preservation.mask_iou(a, b) == 1.0  # both empty
     a[0:4, 0:4] = True
     b[2:6, 2:6] = True
-    assert identity.mask_iou(a, b) == pytest.approx(4 / 28)
-    assert identity.mask_iou(a, a) == 1.0 and identity.mask_iou(a, ~a) == 0.0
-    assert identity.mask_iou(a, b) == identity.mask_iou(b, a)
+    assert preservation.mask_iou(a, b) == pytest.approx(4 / 28)
+    assert preservation.mask_iou(a, a) == 1.0 and preservation.mask_iou(a, ~a) == 0.0
+    assert preservation.mask_iou(a, b) == preservation.mask_iou(b, a)
 
 
 def test_depth_change_median_over_mask():
@@ -169,13 +169,13 @@ def test_depth_change_median_over_mask():
     d_edit[0, 0] = np.nan  # ignored
     keep = np.zeros((4, 4), bool)
     keep[0] = True
-    assert identity.depth_change(d_src, d_edit, keep) == 0.0
-    assert identity.depth_change(d_src, d_edit) == 0.5
-    assert identity.depth_change(d_src, d_edit, np.zeros((4, 4), bool)) is None
+    assert preservation.depth_change(d_src, d_edit, keep) == 0.0
+    assert preservation.depth_change(d_src, d_edit) == 0.5
+    assert preservation.depth_change(d_src, d_edit, np.zeros((4, 4), bool)) is None
 
 
 def test_lpips_with_random_backbone():
-    metric = identity.LpipsMetric("alex", random_backbone=True)
+    metric = preservation.LpipsMetric("alex", random_backbone=True)
     a, b = _image(32, 48, seed=5), _image(32, 48, seed=6)
     assert metric(a, a) == pytest.approx(0.0, abs=1e-6)
     assert metric(a, b) > 0 and metric(a, b) == pytest.approx(metric(b, a), rel=1e-5)
@@ -194,7 +194,7 @@ def test_missing_weights_raise_clear_errors(monkeypatch):
         cm.load_clip("ViT-B-32", "openai")
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
     with pytest.raises(cm.WeightsUnavailableError, match="alexnet-owt-7be5be79.pth.*TORCH_HOME") as info:
-        identity.LpipsMetric("alex")
+        preservation.LpipsMetric("alex")
     assert info.value.metric == "lpips"
     with pytest.raises(cm.UserInputError, match="not a pretrained tag"):
         cm.load_clip("ViT-S-32", "openai")
@@ -299,7 +299,7 @@ def test_images_mode_skip_missing_reports_nulls(image_eval, tmp_path, monkeypatc
     base += ["--clip-model", "ViT-B-32", "--no-progress"]
     assert main([*base, "--output-dir", str(tmp_path / "a")]) == 2
     assert "CLIP metrics" in capsys.readouterr().err and not (tmp_path / "a").exists()
-    monkeypatch.setattr(identity, "LpipsMetric", _OfflineLpips)
+    monkeypatch.setattr(preservation, "LpipsMetric", _OfflineLpips)
     assert main([*base, "--output-dir", str(tmp_path / "b"), "--skip-missing"]) == 0
     rec = _strict_json(tmp_path / "b" / "metrics.json")
     assert rec["means"]["clip_text"] is None and rec["means"]["lpips"] is None
@@ -309,7 +309,7 @@ def test_images_mode_skip_missing_reports_nulls(image_eval, tmp_path, monkeypatc
 
 class _OfflineLpips:
     def __init__(self, net, random_backbone=False, device="cpu"):
-        raise cm.WeightsUnavailableError("lpips", identity._lpips_missing_message(net, OSError("offline")))
+        raise cm.WeightsUnavailableError("lpips", preservation._lpips_missing_message(net, OSError("offline")))
 
 
 def _bad_image_dirs(tmp_path: Path) -> dict[str, Path]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import LinearDenoiser
 
 from ids_nerf.guidance.denoiser import add_noise, tweedie_x0
 from ids_nerf.guidance.fpr import FPRConfig, fixed_point_regularization, fpr_distance
@@ -21,7 +20,7 @@ def _inputs(seed: int = 1, dtype=torch.float64):
     return z_src, eps, cond
 
 
-def test_zero_iterations_returns_injected_noise(linear_denoiser: LinearDenoiser):
+def test_zero_iterations_returns_injected_noise(linear_denoiser):
     z_src, eps, cond = _inputs()
     out = fixed_point_regularization(linear_denoiser, z_src, cond, 500, eps, FPRConfig(enabled=True, iterations=0))
     assert torch.equal(out.eps, eps)
@@ -30,7 +29,7 @@ def test_zero_iterations_returns_injected_noise(linear_denoiser: LinearDenoiser)
 
 
 @pytest.mark.parametrize("wrt", ["z_t", "eps"])
-def test_guided_noise_reproduces_refined_latent(linear_denoiser: LinearDenoiser, wrt: str):
+def test_guided_noise_reproduces_refined_latent(linear_denoiser, wrt: str):
     z_src, eps, cond = _inputs()
     out = fixed_point_regularization(linear_denoiser, z_src, cond, 700, eps, FPRConfig(iterations=3, wrt=wrt))
     rebuilt = add_noise(linear_denoiser.alphas_cumprod, z_src, out.eps, 700)
@@ -38,7 +37,7 @@ def test_guided_noise_reproduces_refined_latent(linear_denoiser: LinearDenoiser,
     assert not torch.allclose(out.eps, eps)  # the noise was actually moved
 
 
-def _algorithm1_numpy(den: LinearDenoiser, z_src, eps, cond, t, w, lam, n, metric):
+def _algorithm1_numpy(den, z_src, eps, cond, t, w, lam, n, metric):
     """Algorithm 1 transcribed as a plain loop, with the closed-form gradient of the affine predictor."""
     a = float(den.alphas_cumprod[t])
     sa, so = np.sqrt(a), np.sqrt(1 - a)
@@ -65,8 +64,8 @@ def _algorithm1_numpy(den: LinearDenoiser, z_src, eps, cond, t, w, lam, n, metri
 
 @pytest.mark.parametrize("metric", ["norm", "mse"])
 @pytest.mark.parametrize(("t", "w", "lam", "n"), [(300, 7.5, 1.0, 3), (900, 3.0, 0.4, 5)])
-def test_matches_plain_transcription_on_linear_predictor(metric, t, w, lam, n):
-    den = LinearDenoiser(dim=18, seed=3)
+def test_matches_plain_transcription_on_linear_predictor(make_linear_denoiser, metric, t, w, lam, n):
+    den = make_linear_denoiser(dim=18, seed=3)
     z_src, eps, cond = _inputs(seed=4)
     cfg = FPRConfig(iterations=n, step_size=lam, metric=metric, source_guidance_scale=w)
     out = fixed_point_regularization(den, z_src, cond, t, eps, cfg)
@@ -130,9 +129,9 @@ def test_metrics_are_zero_at_equality_and_positive_otherwise():
     assert float(fpr_distance(y, x, "mse")) == pytest.approx(2.0, rel=1e-6)
 
 
-def test_jacobian_free_variant_equals_exact_for_a_score_independent_of_z():
+def test_jacobian_free_variant_equals_exact_for_a_score_independent_of_z(make_linear_denoiser):
     """With A = 0 the predictor ignores z_t, so the Jacobian-free step is the exact step."""
-    den = LinearDenoiser(dim=18, seed=5)
+    den = make_linear_denoiser(dim=18, seed=5)
     den.A_c = torch.zeros(18, 18, dtype=torch.float64)
     den.A_u = torch.zeros(18, 18, dtype=torch.float64)
     z_src, eps, cond = _inputs(seed=6)

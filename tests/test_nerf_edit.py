@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import EDIT_STEPS, snapshot
 
 from ids_nerf.nerf.demo import train_run
 
@@ -23,10 +22,11 @@ def edited_run(toy_nerf_run: dict) -> dict:
 
 
 def test_exactly_max_num_iterations_steps_and_checkpoint(edited_run):
+    steps = edited_run["edit_steps"]
     ckpts = sorted(edited_run["edit"].get_checkpoint_dir().glob("step-*.ckpt"))
-    assert [p.name for p in ckpts] == [f"step-{EDIT_STEPS - 1:09d}.ckpt"]  # source was saved at step 19
+    assert [p.name for p in ckpts] == [f"step-{steps - 1:09d}.ckpt"]  # source was saved at step 19
     progress = sorted((edited_run["edit"].get_base_dir() / "edit_progress").glob("*.png"))
-    assert len(progress) == EDIT_STEPS
+    assert len(progress) == steps
 
 
 def test_checkpoint_holds_only_the_scene(edited_run):
@@ -41,7 +41,7 @@ def test_checkpoint_holds_only_the_scene(edited_run):
     assert changed, "editing did not change the field"
 
 
-def test_source_run_is_never_written(edited_run):
+def test_source_run_is_never_written(edited_run, snapshot):
     assert snapshot(edited_run["source_run"]) == edited_run["source_before"]
     saved = yaml.load((edited_run["edit"].get_base_dir() / "config.yml").read_text(), Loader=yaml.Loader)
     assert saved.pipeline.model.num_levels == 8  # the source run's model settings were adopted and saved

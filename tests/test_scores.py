@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LinearDenoiser
 
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance import scores
@@ -46,9 +45,9 @@ def test_ids_gradient_nonzero_when_prompts_differ(tiny_prior):
     assert 50 <= d["t"] < 949 and d["grad_norm"] > 0
 
 
-def test_sds_sign_and_shape_on_linear_predictor():
+def test_sds_sign_and_shape_on_linear_predictor(make_linear_denoiser):
     """With eps_w(z_t) = z_t (A = I, b = 0, w = 1), SDS grad = sqrt(a) z + (sqrt(1-a) - 1) eps exactly."""
-    den = LinearDenoiser(dim=18)
+    den = make_linear_denoiser(dim=18)
     den.A_c = torch.eye(18, dtype=torch.float64)
     den.b_c = torch.zeros(18, dtype=torch.float64)
     z = torch.randn(1, 2, 3, 3, dtype=torch.float64)
@@ -142,7 +141,7 @@ def test_timestep_ranges(linear_denoiser):
     assert min(t for t, _ in pairs) >= 20 and max(t for t, _ in pairs) <= 980
 
 
-def test_presets_and_errors():
+def test_presets_and_errors(make_linear_denoiser):
     assert guidance_config("ids").fpr.enabled and guidance_config("ids").score == "dds"
     assert guidance_config("pds-fpr").name == "pds-fpr"
     assert guidance_config("pds").effective_guidance_scale() == 100.0
@@ -150,7 +149,7 @@ def test_presets_and_errors():
     with pytest.raises(UserInputError, match="Unknown method"):
         guidance_config("ddss")
     with pytest.raises(ValueError, match="CDS needs"):
-        ScoreDistiller(LinearDenoiser(dim=4), GuidanceConfig(score="cds"))
+        ScoreDistiller(make_linear_denoiser(dim=4), GuidanceConfig(score="cds"))
     cfg = GuidanceConfig(score="dds", fpr=FPRConfig(enabled=True))
     assert cfg.name == "ids"
 

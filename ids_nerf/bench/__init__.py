@@ -1,1 +1,2 @@
-"""Benchmarks: identity preservation (ids-bench-identity) and speed (ids-bench-speed)."""
+"""Benchmarks: identity preservation (ids-bench-identity), 2D step speed (ids-bench-speed) and NeRF step phases
+(ids-bench-nerf)."""

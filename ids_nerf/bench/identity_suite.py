@@ -10,7 +10,7 @@ Per edit and method:
 - ``iou``: IoU of the object masks (pixels of any object colour) of source and edit, the analogue of the IDS
   paper's Cat-to-Others IoU (the object may change, its silhouette and pose should not);
 - ``bg_psnr``: background PSNR exactly as the IDS supplementary: residual std in a 30x30 window, mask = std below
-  its mean, PSNR(M * src, M * edit) over the whole image (:func:`ids_nerf.eval.identity.background_psnr`);
+  its mean, PSNR(M * src, M * edit) over the whole image (:func:`ids_nerf.eval.preservation.background_psnr`);
 - ``ssim_untouched``: mean SSIM between source and edit over the region the edit should not touch (outside the
   dilated object masks for colour/shape edits, the object itself for background edits).
 
@@ -64,7 +64,9 @@ class EditCase:
 def build_suite(n_per_kind: int = 20, size: int = 64, seed: int = 0) -> list[EditCase]:
     """The fixed, seeded suite: ``n_per_kind`` colour, shape and background edits of single-object scenes."""
     from ids_nerf.toy import detectors
-    from ids_nerf.toy.scenes import COLORS, SHAPES, caption, render, sample_camera_for_scene, sample_scene, to_uint8
+    from ids_nerf.toy.cameras import sample_camera_for_scene
+    from ids_nerf.toy.raycast import render, to_uint8
+    from ids_nerf.toy.scene_spec import COLORS, SHAPES, caption, sample_scene
 
     rng = np.random.default_rng(seed)
     colors, cases = list(COLORS), []
@@ -136,7 +138,7 @@ def edit_metrics(case: EditCase, edit: np.ndarray, bg_window: int) -> dict[str, 
     """success, iou, bg_psnr, ssim_untouched of one edit (see the module docstring)."""
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-    from ids_nerf.eval.identity import background_psnr, mask_iou
+    from ids_nerf.eval.preservation import background_psnr, mask_iou
     from ids_nerf.toy import detectors
 
     src_mask, edit_mask = detectors.object_mask(case.image), detectors.object_mask(edit)

@@ -19,12 +19,13 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
 import ids_nerf.eval as eval_pkg
-from ids_nerf.errors import UserError, UserInputError
+from ids_nerf.console import run_console
+from ids_nerf.errors import UserInputError
 
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS (--random-weights): the CLIP network and the LPIPS backbone have random weights, so every CLIP "
@@ -211,7 +212,7 @@ def _versions(render: bool) -> dict:
 def _load_models(cfg: EvalOptions, device: str, unavailable: dict[str, str]):
     """(clip, lpips) networks; None for one whose weights are missing with --skip-missing (reason recorded)."""
     from ids_nerf.eval.clip_metrics import WeightsUnavailableError, load_clip
-    from ids_nerf.eval.identity import LpipsMetric
+    from ids_nerf.eval.preservation import LpipsMetric
 
     clip = lp = None
     try:
@@ -245,7 +246,7 @@ def compute_metrics(views, clip, lpips_metric, cfg: EvalOptions, unavailable: di
     """Per-view records, per-pair records, means and counts of every metric (None where not computable), and the
     bg_psnr masks."""
     from ids_nerf.eval import clip_metrics as cm
-    from ids_nerf.eval.identity import background_psnr, depth_change, mask_iou
+    from ids_nerf.eval.preservation import background_psnr, depth_change, mask_iou
     from ids_nerf.eval.report import METRICS, PAIR_METRICS
     from ids_nerf.eval.sources import progress_bar
 
@@ -421,27 +422,29 @@ def compare(cfg: CompareOptions) -> str:
     return table
 
 
-def main(args: list[str] | None = None) -> int:
-    """Parse ``args`` (default: sys.argv), run, print the result; returns the exit code (2 for user errors)."""
-    cmd = tyro.cli(Command, args=args, description=f"{__doc__}\nMetrics:\n\n{definitions()}")
-    try:
-        if isinstance(cmd, CompareOptions):
-            print(compare(cmd))
-            return 0
-        record = evaluate(cmd)
-    except UserError as err:
-        print(f"ids-eval: error: {err}", file=sys.stderr)
-        return 2
+def run(cmd: Any) -> str:
+    """Run a parsed ``ids-eval`` command; returns what the console shows. Raises UserError on bad input."""
+    if isinstance(cmd, CompareOptions):
+        return compare(cmd)
+    record = evaluate(cmd)
     from ids_nerf.eval.report import compare_table
 
-    print(compare_table([record]))
-    if record["unavailable"]:
-        grouped: dict[str, list[str]] = {}
-        for key, why in record["unavailable"].items():
-            grouped.setdefault(why, []).append(key)
-        for why, keys in grouped.items():
-            print(f"not computed: {', '.join(keys)}: {why}")
-    print(f"ids-eval: wrote {Path(record['outputs']['json']).parent} ({record['seconds']:.1f} s)")
+    lines = [compare_table([record])]
+    grouped: dict[str, list[str]] = {}
+    for key, why in record["unavailable"].items():
+        grouped.setdefault(why, []).append(key)
+    lines += [f"not computed: {', '.join(keys)}: {why}" for why, keys in grouped.items()]
+    lines.append(f"ids-eval: wrote {Path(record['outputs']['json']).parent} ({record['seconds']:.1f} s)")
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Parse ``args`` (default: sys.argv), run, print the result; returns the exit code (2 for user errors)."""
+    try:
+        _, text = run_console("ids-eval", Command, run, f"{__doc__}\nMetrics:\n\n{definitions()}", args=args)
+    except SystemExit as exit_:  # user errors: the one error path printed the paragraph
+        return int(exit_.code or 0)
+    print(text)
     return 0
 
 

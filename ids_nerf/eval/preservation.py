@@ -1,4 +1,5 @@
-"""Identity metrics: LPIPS, background PSNR (IDS supplementary D), mask IoU and depth change.
+"""Preservation metrics (how much of the source an edit keeps): LPIPS, background PSNR (IDS supplementary D), mask IoU
+and depth change.
 
 Images are (H, W, 3) float arrays in [0, 1]; masks (H, W) bool; depths (H, W) float. Exact definitions: see the
 docstring of :mod:`ids_nerf.eval`.

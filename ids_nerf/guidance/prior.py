@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from torch import Tensor
 from ids_nerf.errors import PriorLoadError, UserInputError
 from ids_nerf.guidance.denoiser import cfg_combine, per_sample
 from ids_nerf.guidance.named_priors import named_prior
-
-logger = logging.getLogger(__name__)
 
 #: Half-precision dtypes; with one of them a VAE whose config sets ``force_upcast`` runs in float32.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -279,7 +276,6 @@ class DiffusionPrior:
                 f"pass with {self.flags.model} a model predicting `epsilon` or `v_prediction`."
             )
         self.alphas_cumprod: Tensor = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.betas: Tensor = self.scheduler.betas.to(self.device, torch.float32)
         self.num_train_timesteps: int = int(self.scheduler.config.num_train_timesteps)
         self.scaling_factor: float = float(self.vae.config.scaling_factor)
         self.vae_scale_factor: int = 2 ** (len(self.vae.config.block_out_channels) - 1)
