@@ -80,6 +80,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="session")
 def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
     """Toy scene (32x32 views) -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (64 px)."""
+    from ids_nerf.guidance.prior import PriorConfig
     from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
     from ids_nerf.toy.datasets import write_blender
     from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
@@ -100,7 +101,7 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
         data,
         runs,
         recon.get_checkpoint_dir(),
-        NerfDemoConfig(prior=str(tiny_prior_dir), edit_steps=EDIT_STEPS),
+        NerfDemoConfig(prior=PriorConfig(model=str(tiny_prior_dir)), edit_steps=EDIT_STEPS),
         "cpu",
     )
     edit.pipeline.render.resolution, edit.pipeline.render.view_repeat, edit.pipeline.log_every = 64, 2, 1

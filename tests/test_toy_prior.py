@@ -280,7 +280,7 @@ def test_training_loop_resumes_exactly_where_it_stopped(tmp_path):
 @pytest.mark.slow
 def test_quality_gates():
     """The gates of the issue, measured on the shipped weights (about 5-10 minutes on 2 CPU cores)."""
-    out = run_quality(QualityConfig(prior="toy", grid=None))
+    out = run_quality(QualityConfig(grid=None))
     assert out["gates"]["color"][0] >= 0.85, out["gates"]
     assert out["gates"]["shape"][0] >= 0.70, out["gates"]
     assert out["vae_psnr_mean"] >= 26.0, out["gates"]

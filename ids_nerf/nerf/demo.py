@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +24,7 @@ from PIL import Image
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.methods import NERF_METHODS
+from ids_nerf.guidance.prior import PriorConfig
 
 
 @dataclass
@@ -32,8 +33,9 @@ class NerfDemoConfig:
 
     out: Path = Path("outputs/nerf-demo")
     """Output folder (data, runs, renders). Must not exist yet unless --overwrite (then only renders are replaced)."""
-    prior: str = "toy"
-    """Diffusion prior of the edit: `toy` (bundled, offline), `tiny` (random weights), a hub id or a local folder."""
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="toy"))
+    """Diffusion prior of the edit: model `toy` (bundled, offline), `tiny` (random weights), a hub id or a local
+    folder; device (auto: the NeRF's), dtype."""
     method: Literal[tuple(NERF_METHODS)] = "ids-edit"  # type: ignore[valid-type]  # the registry's NeRF methods
     """Editing method (ns-train method name)."""
     src_prompt: str = "a red sphere on a checkered floor"
@@ -138,7 +140,7 @@ def edit_config(method: str, data: Path, runs: Path, load_dir: Path, cfg: NerfDe
     config.pipeline.datamanager.data = data
     config.load_dir = load_dir
     g = config.pipeline.guidance
-    g.src_prompt, g.trg_prompt, g.prior.model = cfg.src_prompt, cfg.trg_prompt, cfg.prior
+    g.src_prompt, g.trg_prompt, g.prior = cfg.src_prompt, cfg.trg_prompt, copy.deepcopy(cfg.prior)
     config.pipeline.render.view_repeat, config.pipeline.render.downscale = 5, cfg.render_downscale
     config.pipeline.log_every = 25
     config.output_dir, config.experiment_name, config.timestamp = runs, "toy", "edit"

@@ -1,6 +1,6 @@
 """Quality gates of the bundled toy prior, scored by the analytic detectors of :mod:`ids_nerf.toy.detectors`.
 
-    python -m ids_nerf.toy.quality --prior ids_nerf/toy/weights/toy-prior
+    python -m ids_nerf.toy.quality --prior.model ids_nerf/toy/weights/toy-prior
 
 Gates (defaults of :class:`QualityConfig`):
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ids_nerf.console import run_console
+from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.toy.detectors import dominant_color, shape_class
 from ids_nerf.toy.scene_spec import COLORS, FLOORS, SHAPES
 from ids_nerf.toy.training_data import HOLDOUT_SEED, SINGLE_OBJECT_FRACTION, generate_dataset
@@ -54,8 +55,8 @@ class PromptSpec:
 class QualityConfig:
     """Which prior to check, and how."""
 
-    prior: str = "toy"
-    """Prior to check: ``toy`` (the bundled one) or a diffusers folder."""
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="toy", device="cpu", dtype="float32"))
+    """Prior to check: model ``toy`` (the bundled one) or a diffusers folder; device, dtype."""
     n_samples: int = 200
     """Prompted samples (the prompts cycle through all colour/shape/floor combinations)."""
     steps: int = 50
@@ -238,12 +239,10 @@ def save_grid(
 
 def run_quality(cfg: QualityConfig) -> dict[str, Any]:
     """Measure every gate of ``cfg``; prints a report and returns the numbers (``passed`` says whether all hold)."""
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig, PriorFlags  # imports diffusers (seconds)
+    from ids_nerf.guidance.prior import DiffusionPrior  # imports diffusers (seconds)
 
     torch.set_num_threads(cfg.threads)
-    prior = DiffusionPrior(
-        PriorConfig(model=cfg.prior, device="cpu", dtype="float32"), flags=PriorFlags(model="--prior")
-    )
+    prior = DiffusionPrior(cfg.prior)
     t0 = time.perf_counter()
     specs = single_object_prompts(cfg.n_samples)
     res = evaluate_samples(prior, specs, cfg.steps, cfg.guidance_scale, cfg.seed, cfg.batch_size)
@@ -268,7 +267,7 @@ def run_quality(cfg: QualityConfig) -> dict[str, Any]:
     t_vae = time.perf_counter() - t0
 
     out = {
-        "prior": cfg.prior,
+        "prior": cfg.prior.model,
         "samples": {k: v for k, v in res.items() if k != "per_prompt"},
         "sampling": {"steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "seed": cfg.seed, "time_s": t_sample},
         "vae_psnr_mean": float(values.mean()),

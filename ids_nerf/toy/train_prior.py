@@ -52,6 +52,7 @@ from torch import nn
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.toy.builtin import cache_dir
 from ids_nerf.toy.quality import QualityConfig, evaluate_samples, run_quality, single_object_prompts
 from ids_nerf.toy.train_config import TrainPriorConfig
@@ -65,7 +66,7 @@ def _in_training_evaluator(
 ) -> Callable[[nn.Module, nn.Module, int], dict[str, Any]]:
     """A small sampling evaluation of EMA weights through the real loading path (fp32 folder in ``work``)."""
     # diffusers-heavy modules, imported when training starts so that `--help` stays fast
-    from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
+    from ids_nerf.guidance.prior import DiffusionPrior
     from ids_nerf.toy.models import save_pipeline
 
     def run(text_encoder: nn.Module, unet: nn.Module, step: int) -> dict[str, Any]:
@@ -149,7 +150,11 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
     }
     if cfg.final_eval:
         clock = Stopwatch().start()
-        quality = QualityConfig(prior=str(cfg.out), threads=cfg.threads, grid=work / "quality-samples.png")
+        quality = QualityConfig(
+            prior=PriorConfig(model=str(cfg.out), device="cpu", dtype="float32"),
+            threads=cfg.threads,
+            grid=work / "quality-samples.png",
+        )
         log["quality"] = run_quality(quality)
         timings["final_eval"] = clock.stop().read()
     timings["this_session"] = session.stop().read()
