@@ -2,8 +2,8 @@
 
 Builds a scene (default: 20 generated forward-facing LLFF views at 504x378, the size of fern's ``images_8``; or
 ``--data`` for a real one), a nerfacto model (``--load-dir`` of a trained run, or freshly initialised: the cost of
-a step does not depend on what the scene has learnt) and a prior (``--prior.model`` hub id / folder / ``toy`` / ``tiny``,
-or ``--arch sd-v1`` for the SD-v1.4 architecture with random weights), then times editing steps of each method
+a step does not depend on what the scene has learnt) and a prior (``--prior.model`` hub id / folder / ``toy`` /
+``tiny``, or ``--arch sd-v1`` for the SD-v1.4 architecture with random weights), then times editing steps of each method
 (``dds-edit``, ``ids-edit``, ...) exactly as ``ns-train`` runs them, broken down by phase:
 
   render (no grad)          the view rendered in ray chunks, to get the image the prior sees
