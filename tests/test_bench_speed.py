@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ids_nerf.bench.speed import SpeedBenchConfig, markdown, run
 from ids_nerf.guidance.prior import PriorConfig
 
@@ -31,3 +33,43 @@ def test_speed_bench_produces_a_table_and_json(tmp_path, tiny_prior_dir):
     assert json.loads(out.read_text())["info"]["device"] == "cpu"
     table = markdown(result)
     assert "| ids-n1 |" in table and "ratio to dds" in table
+
+
+def test_source_side_variants_are_timed_side_by_side(tiny_prior_dir):
+    cfg = SpeedBenchConfig(
+        prior=PriorConfig(model=str(tiny_prior_dir), device="cpu"),
+        methods=("dds", "ids-n1", "ids-n1-k3", "ids-n1-r2", "ids-n1-k2-r4"),
+        reference=False,
+        repeats=2,
+        warmup=1,
+        edit_steps=4,
+    )
+    result = run(cfg)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == list(cfg.methods)  # no reference rows
+    assert [(rows[m]["lookahead"], rows[m]["pool"]) for m in cfg.methods] == [
+        (1, None),
+        (1, None),
+        (3, None),
+        (1, 2),  # P = edit_steps / R
+        (2, 1),
+    ]
+    for r in rows.values():
+        assert r["median_s"] > 0 and r["edit_s"] > 0 and r["edit_ratio_to_dds"] > 0 and r["tflop_per_step"] > 0
+    assert rows["ids-n1-r2"]["tflop_per_step"] < rows["ids-n1"]["tflop_per_step"]  # a reused step: target only
+    table = markdown(result)
+    assert "| ids-n1-k3 |" in table and "edit ratio to dds" in table and "ids-n1-r2 P=2" in table
+
+
+def test_variant_names():
+    from ids_nerf.bench.speed import RunVariant, parse_variant
+    from ids_nerf.errors import UserInputError
+
+    assert parse_variant("ids-k8") == RunVariant("ids-k8", "ids", 8, None)
+    assert parse_variant("ids-n1-r4") == RunVariant("ids-n1-r4", "ids-n1", 1, 4)
+    assert parse_variant("pds-fpr-k2-r2") == RunVariant("pds-fpr-k2-r2", "pds-fpr", 2, 2)
+    assert parse_variant("ids-jf") == RunVariant("ids-jf", "ids-jf", 1, None)
+    assert parse_variant("ids-r8").guidance(200).source.pool == 25
+    for bad, match in (("ids-k0", "K >= 1"), ("cds-k4", "not available for cds"), ("idss-k2", "Unknown method")):
+        with pytest.raises(UserInputError, match=match):
+            parse_variant(bad)

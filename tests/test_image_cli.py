@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ids_nerf.errors import PriorLoadError, UserInputError
+from ids_nerf.guidance.config import SourceSideConfig
 from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.image.cli import EditImageConfig, run, validate
 from ids_nerf.image.editor import OptimConfig
@@ -152,6 +153,10 @@ def test_rgba_grayscale_and_exif_inputs(tmp_path):
         ({"src_prompt": "  "}, "--src-prompt is empty"),
         ({"trg_prompt": ""}, "--trg-prompt is empty"),
         ({"steps": -1}, "--optim.steps"),
+        ({"source": SourceSideConfig(lookahead=0)}, "--source.lookahead"),
+        ({"source": SourceSideConfig(pool=0)}, "--source.pool"),
+        ({"method": "cds", "source": SourceSideConfig(lookahead=4)}, "--source.lookahead"),
+        ({"method": "cds", "cache_dir": Path("cache")}, "--cache-dir"),
     ],
 )
 def test_bad_inputs_raise_before_model_loads(photo, tmp_path, change, match):
@@ -243,6 +248,9 @@ def test_help_documents_every_option():
         "--fpr.source-guidance-scale",
         "--save-trajectory",
         "--overwrite",
+        "--source.lookahead",
+        "--source.pool",
+        "--cache-dir",
     ):
         assert flag in res.stdout, flag
 
@@ -259,3 +267,31 @@ def test_cli_float16_on_cpu_exits_2_with_one_line_and_writes_nothing(photo, tmp_
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "float16 is not supported on the CPU" in lines[0] and "--prior.dtype" in lines[0], lines
     assert not out.parent.exists() and not cache.exists()
+
+
+def test_source_side_options_and_cache_in_the_diagnostics(photo, tmp_path, tiny_prior_dir):
+    """--source.lookahead and --cache-dir: a second edit with another target prompt loads the source sides."""
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    look = SourceSideConfig(lookahead=2)
+    run(_cfg(photo, first, tiny_prior_dir, steps=3, source=look, cache_dir=cache))
+    run(_cfg(photo, second, tiny_prior_dir, steps=3, source=look, cache_dir=cache, trg_prompt="a green cube"))
+    a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (first, second))
+    assert a["source_side"]["cache"] == "miss" and b["source_side"]["cache"] == "hit"
+    assert b["source_side"]["cache_file"] == a["source_side"]["cache_file"]
+    assert b["source_side"]["cache_hits"] == 3 and b["options"]["source"]["lookahead"] == 2
+    assert [h["source"] for h in b["history"]] == ["lookahead"] * 3 and all(h["source_cached"] for h in b["history"])
+    assert [h["t"] for h in a["history"]] == [h["t"] for h in b["history"]]
+    pool = tmp_path / "pool.png"
+    run(_cfg(photo, pool, tiny_prior_dir, steps=4, source=SourceSideConfig(pool=2)))
+    side = json.loads(pool.with_suffix(".json").read_text())["source_side"]
+    assert side["mode"] == "pool" and side["reuse_factor"] == 2 and len(side["pool_fpr_losses"]) == 2
+    assert all(len(losses) == 3 for losses in side["pool_fpr_losses"])  # ids: N = 3 FPR losses per entry
+
+
+def test_cli_bad_source_option_exits_2_naming_the_flag(photo, tmp_path):
+    res = _cli(
+        *("--image", str(photo), "--src-prompt", "a", "--trg-prompt", "b", "--out", str(tmp_path / "o.png")),
+        *("--source.lookahead", "0"),
+    )
+    assert res.returncode == 2 and "--source.lookahead must be >= 1" in res.stderr and "Traceback" not in res.stderr

@@ -231,3 +231,26 @@ def test_pds_grid_leaves_the_prior_scheduler_untouched(tiny_prior_dir):
     reference.set_timesteps(500)  # what the grid was computed from (on the shared scheduler) before
     assert torch.equal(d.pds_grid(), reference.timesteps.flip(0).long())
     assert torch.equal(d.pds_grid(), torch.arange(500) * 2 + 1)  # SD's "leading" spacing, steps_offset = 1
+
+
+@pytest.mark.parametrize("score", ["dds", "pds"])
+def test_precomputed_source_branch_gives_the_same_gradient_from_the_target_branch_alone(linear_denoiser, score):
+    """With eps_src given, dds/pds evaluate only the target branch (one call of batch B) and return the gradient of
+    the two-branch call."""
+    z_src, z_trg = torch.randn(2, 2, 3, 3, dtype=torch.float64), torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    eps, eps_prev = torch.randn_like(z_src), torch.randn_like(z_src)
+    c_src, c_trg = torch.randn(1, 1, 18, dtype=torch.float64), torch.randn(1, 1, 18, dtype=torch.float64)
+    t, t_prev, w = torch.tensor([321, 700]), torch.tensor([319, 698]), 7.5
+    z_t_src = add_noise(linear_denoiser.alphas_cumprod, z_src, eps, t)
+
+    def grad(eps_src=None) -> torch.Tensor:
+        if score == "dds":
+            return scores.dds(linear_denoiser, z_src, z_trg, z_t_src, t, c_src, c_trg, w, eps_src).grad
+        args = (linear_denoiser, z_src, z_trg, z_t_src, t, t_prev, eps_prev, c_src, c_trg, w)
+        return scores.pds(*args, eps_src=eps_src).grad
+
+    both = grad()
+    eps_src = linear_denoiser.eps(z_t_src, t, c_src, w)
+    linear_denoiser.calls = 0
+    torch.testing.assert_close(grad(eps_src), both)
+    assert linear_denoiser.calls == 1

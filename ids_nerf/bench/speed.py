@@ -7,11 +7,19 @@ throughput (TFLOP/s, and the fraction of the device's dense bf16/fp16 peak on CU
 ``--reference`` also times the official formulation (:mod:`ids_nerf.bench.reference`) of dds and ids through the
 same editing loop, and reports the max abs difference between the latents of a 3-step edit by both paths with the
 same seed (same t and noise draws).
+
+A method name may carry source-side run settings (:class:`RunVariant`, not methods of the registry):
+``<method>-kK`` computes the source side K steps ahead in one batch (``--source.lookahead K``, exact) and
+``<method>-rR`` reuses a pool of P = edit_steps / R source sides (``--source.pool P``, reuse factor R). Their
+s/step is amortised: a look-ahead row times a block of K steps (its batched FPR and source branch included) / K, a
+pool row one step that reuses a pool entry (the pool's precompute is in the whole-edit time only). Whole-edit times
+always include every precompute.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import time
@@ -23,6 +31,7 @@ import torch
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
+from ids_nerf.guidance.config import GuidanceConfig, SourceSideConfig, guidance_config
 from ids_nerf.guidance.prior import PriorConfig
 
 #: Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by substring of the CUDA device name.
@@ -39,7 +48,10 @@ class SpeedBenchConfig:
     arch: str | None = None
     """Time an architecture with random weights instead of --prior: `sd-v1` (SD v1.4 from its public config)."""
     methods: tuple[str, ...] = ("dds", "ids-n1", "ids", "sds", "cds", "pds", "pds-fpr")
-    """Methods (see ids_nerf.guidance.methods); an FPR method with `-nN` runs N FPR iterations (`ids` = N 3)."""
+    """Methods (see ids_nerf.guidance.methods); an FPR method with `-nN` runs N FPR iterations (`ids` = N 3). Run
+    settings of the source side as suffixes: `-kK` look-ahead of K steps (`ids-k8`, exact), `-rR` a pool reused R
+    times, P = --edit-steps / R entries (`ids-r4`, approximate); both: `ids-k8-r4` (the pool computed 8 at a
+    time)."""
     reference: bool = True
     """Also time the official formulation of dds / ids (separate branch calls) and compare 3-step edits."""
     repeats: int = 10
@@ -47,13 +59,59 @@ class SpeedBenchConfig:
     warmup: int = 2
     """Untimed steps per method."""
     edit_steps: int = 200
-    """Steps of the whole-edit timing (0 = skip; on CPU with sd-v1 use 0)."""
+    """Steps of the whole-edit timing (0 = skip; on CPU with sd-v1 use 0); also sets the pool size of `-rR` rows
+    (P = edit_steps / R, at least 1)."""
     threads: int = 1
     """torch CPU threads (1 gives stable timings on small VMs)."""
     seed: int = 0
     """Seed of the latents and of every distiller."""
     out: Path | None = None
     """Also write the results as JSON here."""
+
+
+_VARIANT = re.compile(r"^(?P<method>.+?)(?:-k(?P<k>\d+))?(?:-r(?P<r>\d+))?$")
+
+
+@dataclass(frozen=True)
+class RunVariant:
+    """A method timed with source-side run settings: ``<method>[-kK][-rR]``."""
+
+    name: str
+    """As given on the command line."""
+    method: str
+    """Registered method (with an optional ``-nN``)."""
+    lookahead: int = 1
+    """K of ``-kK`` (1: in each step)."""
+    reuse: int | None = None
+    """R of ``-rR`` (None: no pool)."""
+
+    def pool_size(self, edit_steps: int) -> int | None:
+        """P = edit_steps / R (at least 1), None without a pool."""
+        return None if self.reuse is None else max(1, round(edit_steps / self.reuse))
+
+    def guidance(self, edit_steps: int) -> GuidanceConfig:
+        """The method's configuration with these source-side settings."""
+        config = guidance_config(self.method)
+        config.source = SourceSideConfig(lookahead=self.lookahead, pool=self.pool_size(edit_steps))
+        return config
+
+
+def parse_variant(name: str) -> RunVariant:
+    """``ids-k8`` -> RunVariant(method="ids", lookahead=8); raises UserInputError for an unknown method, K < 1,
+    R < 1 or settings the method's score cannot use."""
+    match = _VARIANT.match(name)
+    assert match is not None  # the pattern matches every non-empty name
+    variant = RunVariant(
+        name, match["method"], int(match["k"]) if match["k"] else 1, int(match["r"]) if match["r"] else None
+    )
+    if variant.lookahead < 1 or (variant.reuse is not None and variant.reuse < 1):
+        raise UserInputError(f"--methods {name}: -kK and -rR need K >= 1 and R >= 1.")
+    config = variant.guidance(1)  # raises for an unknown method
+    try:
+        config.source.check(config.score)
+    except UserInputError as err:
+        raise UserInputError(f"--methods {name}: {err}") from None
+    return variant
 
 
 def _sync(device: torch.device) -> None:
@@ -105,12 +163,11 @@ def load_prior(cfg: SpeedBenchConfig):
 def run(cfg: SpeedBenchConfig) -> dict:
     """Run the benchmark and return its table rows (also printed by the CLI)."""
     from ids_nerf.bench.reference import ReferenceDistiller
-    from ids_nerf.guidance.config import guidance_config
     from ids_nerf.guidance.distiller import ScoreDistiller
+    from ids_nerf.guidance.source_side import SourceSupplier
     from ids_nerf.image.editor import OptimConfig, edit_latent
 
-    for m in cfg.methods:
-        guidance_config(m)  # raises for an unknown name
+    variants = [parse_variant(m) for m in cfg.methods]  # raises for an unknown name
     torch.set_num_threads(cfg.threads)
     prior = load_prior(cfg)
     dev = prior.device
@@ -123,11 +180,12 @@ def run(cfg: SpeedBenchConfig) -> dict:
 
     rows = []
 
-    def record(name: str, step: Callable[[], None], edit: Callable[[], None] | None) -> None:
+    def record(name: str, step: Callable[[], None], edit: Callable[[], None] | None, steps_per_call: int = 1) -> None:
+        """Time ``step`` (``steps_per_call`` editing steps) and ``edit``; per-step figures divide by the former."""
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        times = _timed(step, cfg.repeats, cfg.warmup, dev)
-        flops = _flops(step)
+        times = [t / steps_per_call for t in _timed(step, cfg.repeats, cfg.warmup, dev)]
+        flops = _flops(step) / steps_per_call
         edit_s = None
         if edit is not None and cfg.edit_steps > 0:
             _sync(dev)
@@ -151,18 +209,25 @@ def run(cfg: SpeedBenchConfig) -> dict:
             }
         )
 
-    for name in cfg.methods:
-        distiller = ScoreDistiller(prior, guidance_config(name), seed=cfg.seed)
+    for variant in variants:
+        distiller = ScoreDistiller(prior, variant.guidance(cfg.edit_steps), seed=cfg.seed)
+        block = variant.lookahead if variant.reuse is None else 1
+        # a pool row's step reuses the pool this supplier builds once (during warm-up)
+        pool = SourceSupplier(distiller, z_src, c_src, cfg.edit_steps) if variant.reuse is not None else None
         record(
-            name,
-            lambda d=distiller: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=1), progress=False),
+            variant.name,
+            lambda d=distiller, b=block, p=pool: edit_latent(
+                d, z_src, c_src, c_trg, OptimConfig(steps=b), progress=False, sources=p
+            ),
             lambda d=distiller: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=cfg.edit_steps), progress=False),
+            steps_per_call=block,
         )
+        rows[-1].update(lookahead=variant.lookahead, pool=variant.pool_size(cfg.edit_steps))
 
     check = {}
     if cfg.reference:
         # the reference formulation exists for dds and exact-FPR ids (not for Jacobian-free or other variants)
-        exact_ids = [g.fpr.iterations for g in map(guidance_config, cfg.methods) if g.name == "ids"]
+        exact_ids = [g.fpr.iterations for g in (guidance_config(v.method) for v in variants) if g.name == "ids"]
         iterations = sorted({0, *exact_ids})
         for n in iterations:
             label = "dds (reference)" if n == 0 else f"ids N={n} (reference)"
@@ -187,9 +252,10 @@ def run(cfg: SpeedBenchConfig) -> dict:
             ).latent
             check[label] = float((ours - theirs).abs().max())
 
-    base = next((r["median_s"] for r in rows if r["method"] == "dds"), rows[0]["median_s"])
+    base = next((r for r in rows if r["method"] == "dds"), rows[0])
     for r in rows:
-        r["ratio_to_dds"] = r["median_s"] / base
+        r["ratio_to_dds"] = r["median_s"] / base["median_s"]
+        r["edit_ratio_to_dds"] = r["edit_s"] / base["edit_s"] if r["edit_s"] and base["edit_s"] else None
     info = {
         "prior": cfg.arch or cfg.prior.model,
         "latent": list(shape),
@@ -198,6 +264,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
         "threads": cfg.threads,
         "torch": torch.__version__,
         "repeats": cfg.repeats,
+        "edit_steps": cfg.edit_steps,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
     }
     result = {
@@ -217,19 +284,30 @@ def markdown(result: dict) -> str:
     i = result["info"]
     lines = [
         f"prior={i['prior']} latent={tuple(i['latent'])} device={i['device_name']} dtype={i['dtype']} "
-        f"threads={i['threads']} torch={i['torch']} repeats={i['repeats']}",
+        f"threads={i['threads']} torch={i['torch']} repeats={i['repeats']} edit_steps={i['edit_steps']}",
         "",
-        "| method | median s/step | IQR | ratio to dds | s per edit | peak mem GB | TFLOP/step | TFLOP/s | of peak |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | median s/step | IQR | ratio to dds | s per edit | edit ratio to dds | peak mem GB | TFLOP/step "
+        "| TFLOP/s | of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         edit = f"{r['edit_s']:.2f}" if r["edit_s"] is not None else "-"
+        edit_ratio = f"{r['edit_ratio_to_dds']:.2f}x" if r["edit_ratio_to_dds"] is not None else "-"
         frac = f"{100 * r['peak_fraction']:.1f}%" if r["peak_fraction"] is not None else "-"
         lines.append(
             f"| {r['method']} | {r['median_s']:.4f} | {r['q1_s']:.4f}-{r['q3_s']:.4f} | "
-            f"{r['ratio_to_dds']:.2f}x | {edit} | {r['peak_mem_gb']:.2f} | {r['tflop_per_step']:.4f} | "
+            f"{r['ratio_to_dds']:.2f}x | {edit} | {edit_ratio} | {r['peak_mem_gb']:.2f} | {r['tflop_per_step']:.4f} | "
             f"{r['tflops']:.3f} | {frac} |"
         )
+    pools = [f"{r['method']} P={r['pool']}" for r in result["rows"] if r.get("pool")]
+    if pools or any(r.get("lookahead", 1) > 1 for r in result["rows"]):
+        lines += [
+            "",
+            "-kK rows: s/step = a block of K steps (batched FPR and source branch included) / K. -rR rows: s/step = "
+            f"one step reusing a pool entry; pool size P = edit_steps ({i['edit_steps']}) / R"
+            + (f" ({', '.join(pools)})" if pools else "")
+            + ". s per edit includes every precompute.",
+        ]
     if result["reference_max_abs_diff"]:
         lines += [
             "",

@@ -1,4 +1,5 @@
-"""Configuration of the guidance: the score, its CFG scale and timestep range, FPR, and the CDS / PDS options."""
+"""Configuration of the guidance: the score, its CFG scale and timestep range, FPR, the CDS / PDS options and how the
+source side of each step is computed (per step, look-ahead batches or a reused pool)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,42 @@ class PDSConfig:
 
 
 @dataclass
+class SourceSideConfig:
+    """How the source side of each step (t and noise draws, FPR, the source branch's prediction) is computed. The
+    defaults are the paper's exact algorithm: everything is drawn and computed inside each step."""
+
+    lookahead: int = 1
+    """K: draw the next K steps' timesteps and noises at once (in the order the steps would draw them), run FPR and
+    the source branch for all K in one batch, then take K steps that evaluate only the target branch. Exact (the
+    same edit within float tolerance); memory grows with K (FPR's backward runs on K times the batch). 1 = in each
+    step (default). With --source.pool, the pool is computed K entries at a time. Not available for cds."""
+    pool: int | None = None
+    """P: compute P source sides per source once and let every step reuse one of them (a random pass over the
+    pool, then another, seeded by the run's seed); reuse factor r = steps / P. Approximate, not the paper's
+    algorithm: each t and guided noise comes back r times. None = no reuse (default, exact). Not for cds."""
+
+    def check(self, score: str, cache: bool = False, prefix: str = "--source") -> None:
+        """Raise a UserInputError naming the flag (``prefix``.lookahead, ``prefix``.pool, --cache-dir) for a value
+        out of range or a combination ``score`` cannot use (``cache``: a source-side disk cache is wanted)."""
+        if self.lookahead < 1:
+            raise UserInputError(
+                f"{prefix}.lookahead must be >= 1 (got {self.lookahead}); 1 computes the source side in each step."
+            )
+        if self.pool is not None and self.pool < 1:
+            raise UserInputError(f"{prefix}.pool must be >= 1, or None for no reuse (got {self.pool}).")
+        if score != "cds":
+            return
+        reason = "cds draws its PatchNCE patches from the run's generator inside each step, after the step's noise"
+        if self.lookahead > 1 or self.pool is not None:
+            raise UserInputError(
+                f"{prefix}.lookahead > 1 and {prefix}.pool are not available for cds ({reason}); "
+                f"use {prefix}.lookahead 1 and no {prefix}.pool."
+            )
+        if cache:
+            raise UserInputError(f"--cache-dir (the source-side cache) is not available for cds ({reason}).")
+
+
+@dataclass
 class GuidanceConfig:
     """Score-distillation loss and its options. Score and FPR are orthogonal (dds + FPR = IDS)."""
 
@@ -53,6 +90,9 @@ class GuidanceConfig:
     """CDS options (score cds)."""
     pds: PDSConfig = field(default_factory=PDSConfig)
     """PDS options (score pds)."""
+    source: SourceSideConfig = field(default_factory=SourceSideConfig)
+    """Source side of each step: computed in the step (exact IDS, default), K steps ahead in one batch (exact) or
+    reused from a per-source pool (approximate)."""
 
     def effective_guidance_scale(self) -> float:
         """The CFG scale the edit uses: ``guidance_scale``, or the score's default."""

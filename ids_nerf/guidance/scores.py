@@ -56,6 +56,24 @@ def branch_eps(
     return e_src, e_trg
 
 
+def source_and_target_eps(
+    den: Denoiser,
+    z_t_src: Tensor,
+    z_t_trg: Tensor,
+    t: Tensor | int,
+    cond_src: Tensor,
+    cond_trg: Tensor,
+    guidance_scale: float,
+    eps_src: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Source and target CFG predictions: both in one call (:func:`branch_eps`), or, when the source branch's
+    prediction ``eps_src`` at ``z_t_src`` was computed beforehand, the target branch alone (no grad)."""
+    if eps_src is None:
+        return branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale)
+    with torch.no_grad():
+        return eps_src, den.eps(z_t_trg, t, cond_trg, guidance_scale)
+
+
 def sds(
     den: Denoiser,
     z_trg: Tensor,
@@ -82,10 +100,12 @@ def dds(
     cond_src: Tensor,
     cond_trg: Tensor,
     guidance_scale: float,
+    eps_src: Tensor | None = None,
 ) -> ScoreResult:
-    """DDS: ``eps_w(z_t_trg, y_trg, t) - eps_w(z_t_src, y_src, t)``, both branches in one batched call."""
+    """DDS: ``eps_w(z_t_trg, y_trg, t) - eps_w(z_t_src, y_src, t)``, both branches in one batched call; with the
+    source branch's prediction ``eps_src`` given (computed beforehand), only the target branch is evaluated."""
     z_t_trg = target_noisy_latent(den.alphas_cumprod, z_t_src, z_src, z_trg.detach(), t)
-    e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale)
+    e_src, e_trg = source_and_target_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
     return ScoreResult(grad=torch.nan_to_num(e_trg - e_src), eps_src=e_src)
 
 
@@ -101,12 +121,14 @@ def pds(
     cond_trg: Tensor,
     guidance_scale: float,
     posterior: str = "official",
+    eps_src: Tensor | None = None,
 ) -> ScoreResult:
     """PDS (Koo et al. 2024): difference of the two branches' posterior noises ``(x_{t'} - mu(x_t, eps_w)) / sigma``.
 
     ``posterior="official"`` uses the one-step coefficients of the official code (``beta_t``, ``alpha_t`` of step t
     even when ``t_prev = t - k``); ``"exact"`` uses the true DDPM posterior q(x_{t'} | x_t, x_0) for the jump t -> t'.
     ``x_{t'}`` of each branch uses ``eps_prev`` (shared), the ``x_t`` branches the shared/guided noise of ``z_t_src``.
+    With the source branch's prediction ``eps_src`` given (computed beforehand), only the target branch is evaluated.
     """
     acp = den.alphas_cumprod
     shape = (-1, *([1] * (z_trg.dim() - 1)))
@@ -125,7 +147,7 @@ def pds(
     sigma = ((1 - a_prev) / (1 - a_t) * beta_step).sqrt()
 
     z_t_trg = target_noisy_latent(acp, z_t_src, z_src, z_trg.detach(), t)
-    e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale)
+    e_src, e_trg = source_and_target_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
 
     def posterior_noise(x0: Tensor, x_t: Tensor, e: Tensor) -> Tensor:
         x_prev = add_noise(acp, x0, eps_prev, t_prev)

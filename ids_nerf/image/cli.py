@@ -3,6 +3,10 @@
 Example:
     ids-edit-image --image cat.png --src-prompt "a photo of a cat" --trg-prompt "a photo of a pig" \\
         --method ids --out pig.png
+
+Faster, same edit: --source.lookahead 8 (the source side of 8 steps in one batch). Faster, approximate:
+--source.pool 50 (each step reuses one of 50 precomputed source sides). Another target prompt for the same image
+and source prompt: --cache-dir DIR skips the source side when it was computed before.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Literal
 
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
-from ids_nerf.guidance.config import CDSConfig, GuidanceConfig, PDSConfig, guidance_config
+from ids_nerf.guidance.config import CDSConfig, GuidanceConfig, PDSConfig, SourceSideConfig, guidance_config
 from ids_nerf.guidance.fpr import FPRConfig
 from ids_nerf.guidance.methods import METHODS
 from ids_nerf.guidance.prior import PriorConfig, check_prior
@@ -59,13 +63,25 @@ class EditImageConfig:
     """CDS options (method cds / cds-fpr)."""
     pds: PDSConfig = field(default_factory=PDSConfig)
     """PDS options (method pds / pds-fpr)."""
+    source: SourceSideConfig = field(default_factory=SourceSideConfig)
+    """Source side of each step (t and noise draws, FPR, source branch): in the step (default, the paper's exact
+    algorithm), --source.lookahead K steps ahead in one batch (exact, faster), or reused from a --source.pool of P
+    per image (approximate, faster still)."""
+    cache_dir: Path | None = None
+    """Folder of a disk cache of precomputed source sides (under <dir>/source-side/, one safetensors file per key:
+    prior, source image latent, source prompt, seed, FPR and score options, look-ahead/pool layout; never the target
+    prompt). A later edit of the same image and source prompt with another target prompt loads them and skips FPR
+    and the source branch. Implies precomputing (--source.lookahead batches, K = 1 included). Default: no cache.
+    Not for cds."""
     save_trajectory: Path | None = None
     """Also save intermediate decodes (at the edit size): a strip (.png/.jpg) or an animation (.gif)."""
     trajectory_frames: int = 8
     """Number of intermediate decodes in the trajectory."""
     save_diagnostics: bool = True
     """Write <out>.json next to the output with the options as given, the effective guidance configuration (method
-    and default scales applied), the edit size, timings and per-step diagnostics (t, FPR losses)."""
+    and default scales applied), the edit size, timings, how the source sides were obtained (source_side: mode,
+    cache status, the pool's FPR losses) and per-step diagnostics (t, FPR losses, source: step / lookahead / pool,
+    source_cached)."""
     overwrite: bool = False
     """Allow overwriting existing output files."""
     progress: bool = True
@@ -86,6 +102,7 @@ class EditImageConfig:
             fpr=fpr,
             cds=self.cds,
             pds=self.pds,
+            source=self.source,
         )
 
 
@@ -104,6 +121,9 @@ def validate(cfg: EditImageConfig) -> None:
     lo, hi = cfg.t_range
     if not 0 <= lo < hi <= 1:
         raise UserInputError(f"--t-range must satisfy 0 <= lo < hi <= 1 (got {lo} {hi}).")
+    cfg.source.check(guidance_config(cfg.method).score, cache=cfg.cache_dir is not None)
+    if cfg.cache_dir is not None and cfg.cache_dir.exists() and not cfg.cache_dir.is_dir():
+        raise UserInputError(f"--cache-dir {cfg.cache_dir} is not a folder; pass a folder (created if missing).")
     check_image_path(cfg.image)
     check_output_path(cfg.out, cfg.overwrite)
     if cfg.save_trajectory is not None:
@@ -121,6 +141,7 @@ def run(cfg: EditImageConfig) -> dict:
 
     from ids_nerf.guidance.distiller import ScoreDistiller
     from ids_nerf.guidance.prior import DiffusionPrior
+    from ids_nerf.guidance.source_side import SourceSupplier
     from ids_nerf.image.editor import edit_latent
 
     validate(cfg)
@@ -137,8 +158,17 @@ def run(cfg: EditImageConfig) -> dict:
     cond_src, cond_trg = prior.text_embeddings(cfg.src_prompt), prior.text_embeddings(cfg.trg_prompt)
     frames = cfg.trajectory_frames if cfg.save_trajectory else 0
     t1 = time.perf_counter()
+    sources = SourceSupplier(distiller, z_src, cond_src, cfg.optim.steps, cache_dir=cfg.cache_dir)
     result = edit_latent(
-        distiller, z_src, cond_src, cond_trg, cfg.optim, decode=prior.decode, progress=cfg.progress, frames=frames
+        distiller,
+        z_src,
+        cond_src,
+        cond_trg,
+        cfg.optim,
+        decode=prior.decode,
+        progress=cfg.progress,
+        frames=frames,
+        sources=sources,
     )
     t_edit = time.perf_counter() - t1
     with torch.no_grad():
@@ -157,6 +187,7 @@ def run(cfg: EditImageConfig) -> dict:
         "resolution": prior.resolution,
         "edit_size": list(edit_size),  # (height, width)
         "latent_shape": list(z_src.shape[1:]),
+        "source_side": result.source_side,
     }
     if cfg.save_trajectory is not None and result.frames:
         save_trajectory([to_pil(f) for f in result.frames], cfg.save_trajectory)

@@ -1,7 +1,9 @@
 """The 2D editor: score distillation on an image latent, the degenerate generator ``z = theta``.
 
 Same :class:`ScoreDistiller` as the NeRF pipeline; the "renderer" is the identity and the optimiser is the official
-code's plain SGD on the latent with loss ``loss_scale * (z * grad).sum()`` (+ the CDS term).
+code's plain SGD on the latent with loss ``loss_scale * (z * grad).sum()`` (+ the CDS term). Each step's source side
+comes from a :class:`~ids_nerf.guidance.source_side.SourceSupplier` (in the step by default; look-ahead, pool and
+disk cache per ``distiller.config.source``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ids_nerf.guidance.distiller import ScoreDistiller, StepOutput
+from ids_nerf.guidance.source_side import SourceSupplier
 
 #: Official DDS/CDS/IDS loss scale: 2000 / (64 * 64) for SD's 64x64 latents. Kept fixed for other latent sizes so
 #: that the per-element step ``lr * scale * grad`` does not depend on the resolution.
@@ -42,6 +45,8 @@ class EditResult:
     """Per-step diagnostics from the distiller."""
     frames: list[Tensor] = field(default_factory=list)
     """Decoded intermediate images (1, 3, H, W) in [0, 1], when requested."""
+    source_side: dict = field(default_factory=dict)
+    """How the source sides were obtained (:meth:`SourceSupplier.summary`: mode, cache status, pool FPR losses)."""
 
 
 def _postfix(out: StepOutput) -> dict[str, str]:
@@ -63,11 +68,15 @@ def edit_latent(
     decode: Callable[[Tensor], Tensor] | None = None,
     progress: bool = True,
     frames: int = 0,
+    sources: SourceSupplier | None = None,
 ) -> EditResult:
     """Optimise ``z`` (initialised to ``z_src``) with the distiller's gradient for ``optim.steps`` SGD steps.
 
     ``frames`` > 0 keeps that many intermediate decodes (needs ``decode``), evenly spaced, the last step included,
-    after a decode of the start."""
+    after a decode of the start. ``sources`` supplies each step's source side (default: a supplier for this edit
+    following ``distiller.config.source``, without disk cache)."""
+    if sources is None:
+        sources = SourceSupplier(distiller, z_src, cond_src, optim.steps)
     z = z_src.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([z], lr=optim.lr)
     result = EditResult(latent=z)
@@ -79,7 +88,7 @@ def edit_latent(
             result.frames.append(decode(z.detach()))
     bar = tqdm(range(optim.steps), desc=f"edit ({distiller.config.name})", disable=not progress, leave=False)
     for i in bar:
-        out = distiller.step(z_src=z_src, z_trg=z, cond_src=cond_src, cond_trg=cond_trg)
+        out = distiller.step(z_src=z_src, z_trg=z, cond_src=cond_src, cond_trg=cond_trg, source=sources.next())
         loss = optim.loss_scale * (z * out.grad).sum()
         if out.aux_loss is not None:
             loss = loss + out.aux_loss
@@ -92,4 +101,5 @@ def edit_latent(
             with torch.no_grad():
                 result.frames.append(decode(z.detach()))  # type: ignore[misc]
     result.latent = z.detach()
+    result.source_side = sources.summary()
     return result
