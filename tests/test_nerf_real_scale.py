@@ -164,3 +164,51 @@ def test_fpr_runs_before_the_render_is_encoded(edit: StandaloneEdit, monkeypatch
     pipe._source_latent(pipe._current_view, *pipe._view_size(pipe._current_view))  # cached before the step
     edit.step(14)
     assert events == ["fpr", "encode (grad)"]
+
+
+def test_lookahead_over_a_view_block_equals_the_sequential_steps(edit: StandaloneEdit):
+    """--pipeline.guidance.source.lookahead 3: the block's source sides are computed at once, with the same draws;
+    the gradients of steps 0..2 equal the sequential ones within float tolerance."""
+    pipe = edit.pipeline
+    source = pipe.config.guidance.source
+
+    def gradients(lookahead: int) -> list[tuple[dict, dict[str, list[torch.Tensor]]]]:
+        source.lookahead = lookahead
+        pipe.reset_random_streams()
+        out = []
+        for step in range(3):
+            pipe.zero_grad(set_to_none=True)
+            _, metrics = pipe.edit_step(step)
+            out.append((metrics, _grads(pipe)))
+        return out
+
+    try:
+        sequential, ahead = gradients(1), gradients(3)
+    finally:
+        source.lookahead = 1
+    for (m_seq, g_seq), (m_ahead, g_ahead) in zip(sequential, ahead, strict=True):
+        assert m_seq["t"] == m_ahead["t"] and m_seq["view"] == m_ahead["view"]
+        assert (m_seq["source_precomputed"], m_ahead["source_precomputed"]) == (0, 1)
+        assert m_ahead["fpr_loss_first"] == pytest.approx(m_seq["fpr_loss_first"], rel=1e-4)
+        for group in g_seq:
+            for a, b in zip(g_seq[group], g_ahead[group], strict=True):
+                torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-6, msg=f"group {group}")
+
+
+def test_source_side_cache_serves_a_second_edit_with_another_target_prompt(edit: StandaloneEdit, tmp_path):
+    """--pipeline.guidance.cache-dir with look-ahead: the second run of the view block loads the block's source
+    sides (no FPR) although the target prompt changed."""
+    pipe = edit.pipeline
+    g = pipe.config.guidance
+    g.cache_dir, g.source.lookahead = tmp_path, 2
+    try:
+        pipe.reset_random_streams()
+        _, first = pipe.edit_step(0)
+        pipe.controls.target_prompt = "a green sphere on a checkered floor"
+        pipe.reset_random_streams()
+        _, second = pipe.edit_step(0)
+    finally:
+        g.cache_dir, g.source.lookahead, pipe.controls.target_prompt = None, 1, TRG
+    assert (first["source_cached"], second["source_cached"]) == (0, 1)
+    assert second["t"] == first["t"] and second["fpr_loss_first"] == pytest.approx(first["fpr_loss_first"])
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 1

@@ -8,6 +8,7 @@ a step does not depend on what the scene has learnt) and a prior (``--prior.mode
 
   render (no grad)          the view rendered in ray chunks, to get the image the prior sees
   fpr                       fixed-point regularization (IDS): N UNet forward+backward passes on the source
+  source branch             the source branch's prediction, when computed ahead (--pipeline.guidance.source.*)
   vae encode                the render encoded to the target latent (forward, graph kept)
   guidance branches         the score's UNet calls (DDS: source and target branch, with CFG)
   vae backward              the guidance gradient pushed back through the VAE encoder to the image
@@ -43,6 +44,7 @@ PHASES = (
     "source latent (once per view)",
     "render (no grad)",
     "fpr",
+    "source branch",
     "vae encode",
     "guidance branches",
     "vae backward",

@@ -52,8 +52,8 @@ class SourceSideConfig:
     pool, then another, seeded by the run's seed); reuse factor r = steps / P. Approximate, not the paper's
     algorithm: each t and guided noise comes back r times. None = no reuse (default, exact). Not for cds."""
 
-    def check(self, score: str, cache: bool = False, prefix: str = "--source") -> None:
-        """Raise a UserInputError naming the flag (``prefix``.lookahead, ``prefix``.pool, --cache-dir) for a value
+    def check(self, score: str, cache: bool = False, prefix: str = "--source", cache_flag: str = "--cache-dir") -> None:
+        """Raise a UserInputError naming the flag (``prefix``.lookahead, ``prefix``.pool, ``cache_flag``) for a value
         out of range or a combination ``score`` cannot use (``cache``: a source-side disk cache is wanted)."""
         if self.lookahead < 1:
             raise UserInputError(
@@ -70,7 +70,7 @@ class SourceSideConfig:
                 f"use {prefix}.lookahead 1 and no {prefix}.pool."
             )
         if cache:
-            raise UserInputError(f"--cache-dir (the source-side cache) is not available for cds ({reason}).")
+            raise UserInputError(f"{cache_flag} (the source-side cache) is not available for cds ({reason}).")
 
 
 @dataclass

@@ -69,6 +69,9 @@ class SourceDraw:
     """Loaded from a source-side disk cache."""
     pool_index: int | None = None
     """The pool entry this is (origin `pool`)."""
+    guidance_scale: float | None = None
+    """The guidance scale ``eps_src`` was computed with; a step at another scale (changed live in the viewer)
+    evaluates both branches instead of reusing it."""
 
 
 class _SampleFPRLosses:
@@ -229,6 +232,7 @@ class ScoreDistiller:
                     fpr_losses=[float(loss[part].sum()) for loss in losses],
                     eps_src=None if eps_src is None else eps_src[part],
                     origin="lookahead",
+                    guidance_scale=cfg.effective_guidance_scale(),
                 )
             )
         return sources
@@ -266,12 +270,13 @@ class ScoreDistiller:
 
         scale = cfg.effective_guidance_scale()
         z_det = z_trg.detach()
+        eps_src = source.eps_src if source.guidance_scale == scale else None  # stale after a live scale change
         with phase("guidance branches"):
             if cfg.score == "sds":
                 z_t_trg = scores.target_noisy_latent(self.den.alphas_cumprod, z_t_src, z_src, z_det, t)
                 result = scores.sds(self.den, z_det, t, eps, cond_trg, scale, z_t_trg=z_t_trg)
             elif cfg.score in ("dds", "cds"):
-                result = scores.dds(self.den, z_src, z_det, z_t_src, t, cond_src, cond_trg, scale, source.eps_src)
+                result = scores.dds(self.den, z_src, z_det, z_t_src, t, cond_src, cond_trg, scale, eps_src)
             else:
                 assert eps_prev is not None and t_prev is not None
                 result = scores.pds(
@@ -286,7 +291,7 @@ class ScoreDistiller:
                     cond_trg,
                     scale,
                     cfg.pds.posterior,
-                    source.eps_src,
+                    eps_src,
                 )
 
         diag["fpr_loss_final"] = None

@@ -133,7 +133,8 @@ class SourceSupplier:
         if loaded is not None:
             self.distiller.generator.set_state(loaded.generator_state)
             self._stats.update(cache="hit", cache_file=str(path))
-            return [replace(s, origin="lookahead") for s in loaded.sources]
+            scale = self.distiller.config.effective_guidance_scale()  # part of the cache key
+            return [replace(s, origin="lookahead", guidance_scale=scale) for s in loaded.sources]
         sources = self._compute(count)
         written = self.cache.save(key, sources, self.distiller.generator.get_state())
         self._stats["cache"] = "recomputed" if existed else "miss"

@@ -50,6 +50,11 @@ class NerfGuidanceConfig(GuidanceConfig):
     """Weight of an optional RGB anchoring loss mean((render - photo)^2) keeping the render near the photo."""
     proposal_loss_mult: float = 1.0
     """Weight of nerfacto's interlevel loss during editing, so proposal networks follow edited geometry."""
+    cache_dir: Path | None = None
+    """Folder of the source-side disk cache (FPR results per view, keyed by the prior, the view's photo, the source
+    prompt, FPR and the seed; never by the target prompt): a second edit of the scene with another target prompt
+    skips the source side. None (default): no cache. Used with --pipeline.guidance.source.lookahead > 1 or
+    --pipeline.guidance.source.pool."""
 
     def prior_config(self, nerf_device: torch.device | str) -> PriorConfig:
         """The prior's options with `auto` device resolved to the NeRF's device."""
@@ -127,6 +132,8 @@ class IDSEditPipeline(VanillaPipeline):
         """Re-seed the view and guidance draws from the run's seed (a fresh run draws the same sequence)."""
         self.__dict__["_distiller"] = None
         self.__dict__["_view_generator"] = torch.Generator().manual_seed(self.derived_seed(0))
+        self.__dict__["_block_sources"] = None  # SourceSupplier of the current view block (look-ahead)
+        self.__dict__["_view_pools"] = {}  # view -> SourceSupplier holding its pool (--...source.pool)
         self.__dict__["_current_view"] = 0
         camera_optimizer = getattr(self.model, "camera_optimizer", None)
         if camera_optimizer is not None:  # poses of the source run stay fixed while editing
@@ -211,7 +218,7 @@ class IDSEditPipeline(VanillaPipeline):
                         "rgb": out["rgb"].reshape(height // k, width // k, 3),
                         "depth": out["depth"].reshape(height // k, width // k, 1),
                     }
-                    loss, guidance = self._guidance_loss(rendered["rgb"], index, height, width)
+                    loss, guidance = self._guidance_loss(rendered["rgb"], index, height, width, step)
                     prop = render.proposal_loss(out, g.proposal_loss_mult)
                     (loss + g.proposal_loss_mult * prop).backward()
                 prop = float(prop.detach())
@@ -221,7 +228,7 @@ class IDSEditPipeline(VanillaPipeline):
                     rendered = render.render_view(model, rays, height // k, width // k, r.chunk_size, seed)
                 image = rendered["rgb"].detach().requires_grad_(True)
                 with torch.enable_grad():
-                    loss, guidance = self._guidance_loss(image, index, height, width)
+                    loss, guidance = self._guidance_loss(image, index, height, width, step)
                     with phase("vae backward"):
                         (image_grad,) = torch.autograd.grad(loss, image)
                 image_grad_norm = float(image_grad.norm())
@@ -235,6 +242,8 @@ class IDSEditPipeline(VanillaPipeline):
             "t": diag["t"],
             "grad_norm": diag["grad_norm"],
             "image_grad_norm": image_grad_norm,
+            "source_precomputed": int(diag.get("source") != "step"),
+            "source_cached": int(bool(diag.get("source_cached"))),
         }
         if diag.get("fpr_losses"):
             metrics["fpr_loss_first"] = diag["fpr_losses"][0]
@@ -246,7 +255,28 @@ class IDSEditPipeline(VanillaPipeline):
         loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
         return loss_dict, metrics
 
-    def _guidance_loss(self, rgb: Tensor, index: int, height: int, width: int):
+    def _source_side(self, step: int, index: int, z_src: Tensor, cond_src: Tensor):
+        """This step's source side (:class:`~ids_nerf.guidance.distiller.SourceDraw`): drawn in the step (default,
+        the paper's algorithm), from this view block's look-ahead batch (``source.lookahead`` K > 1: the block's
+        next K steps at once; exact, the same draws in the same order), or from the view's pool (``source.pool``;
+        approximate). With ``cache_dir``, precomputed source sides are loaded from / stored in the disk cache."""
+        from ids_nerf.guidance.source_side import SourceSupplier
+
+        g, distiller = self.config.guidance, self.get_distiller()
+        if g.source.pool is not None:
+            if index not in self._view_pools:
+                steps_per_view = max(1, self.config.render.view_repeat)  # reuse is reported per visit of the view
+                self._view_pools[index] = SourceSupplier(distiller, z_src, cond_src, steps_per_view, g.cache_dir)
+            source = self._view_pools[index].next()
+        else:
+            repeat = max(1, self.config.render.view_repeat)
+            if step % repeat == 0 or self._block_sources is None:
+                left = repeat - step % repeat  # a block never reaches into the next view's steps
+                self.__dict__["_block_sources"] = SourceSupplier(distiller, z_src, cond_src, left, g.cache_dir)
+            source = self._block_sources.next()
+        return source if source is not None else distiller.draw_source(z_src, cond_src)
+
+    def _guidance_loss(self, rgb: Tensor, index: int, height: int, width: int, step: int = 0):
         """Guidance (+ CDS, + anchoring) loss of a rendered view (h, w, 3), differentiable w.r.t. ``rgb``, on
         ``rgb``'s device.
 
@@ -262,7 +292,7 @@ class IDSEditPipeline(VanillaPipeline):
         z_src = self._source_latent(index, height, width)
         cond_src, cond_trg = prior.text_embeddings(g.src_prompt), prior.text_embeddings(self.controls.target_prompt)
         distiller = self.get_distiller()
-        source = distiller.draw_source(z_src, cond_src)
+        source = self._source_side(step, index, z_src, cond_src)
         with phase("vae encode"):
             z = prior.encode(image)
         out = distiller.step(z_src=z_src, z_trg=z, cond_src=cond_src, cond_trg=cond_trg, source=source)

@@ -119,6 +119,12 @@ def validate_edit_config(config: IDSEditTrainerConfig) -> None:
             "or --pipeline.guidance.render-downscale 2."
         )
     g = config.pipeline.guidance
+    g.source.check(
+        g.score,
+        cache=g.cache_dir is not None,
+        prefix="--pipeline.guidance.source",
+        cache_flag="--pipeline.guidance.cache-dir",
+    )
     if not g.src_prompt.strip():
         raise EditSetupError(
             '--pipeline.guidance.src-prompt is empty: describe the original scene, e.g. "a photo of a '
