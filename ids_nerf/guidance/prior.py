@@ -265,8 +265,10 @@ class DiffusionPrior:
         #: ``force_upcast`` (diffusers' convention: SD 1.x VAEs overflow in float16), else the prior's dtype.
         self.vae_dtype: torch.dtype = torch.float32 if upcast_vae else self.dtype
         self.text_encoder.to(self.device, torch.float32)  # fp32 whatever the stored dtype: it runs once per prompt
-        self.vae.to(self.device, self.vae_dtype)
-        self.unet.to(self.device, self.dtype)
+        for module, dtype in ((self.vae, self.vae_dtype), (self.unet, self.dtype)):
+            if module.dtype != dtype:  # diffusers warns on every dtype cast through to(), even a no-op one
+                module.to(dtype=dtype)
+            module.to(self.device)
         if self.config.gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
         self.prediction_type: str = self.scheduler.config.prediction_type
