@@ -150,10 +150,11 @@ class IDSEditPipeline(VanillaPipeline):
         return self._prior
 
     def set_prior(self, prior) -> None:
-        """Use an already built prior (benchmarks with random-weight architectures, several pipelines sharing one)."""
+        """Use an already built prior (benchmarks with random-weight architectures, several pipelines sharing one);
+        the random streams restart, so nothing computed with another prior (distiller, source sides) is kept."""
         self.__dict__["_prior"] = prior
-        self.__dict__["_distiller"] = None
         self._src_latents.clear()
+        self.reset_random_streams()
 
     def get_distiller(self):
         """The shared ScoreDistiller, seeded by the run's seed."""
