@@ -30,6 +30,13 @@ def rss_bytes() -> int:
         return 0
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA); a no-op elsewhere. Timers call it before reading the clock."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @dataclass
 class PhaseStats:
     """Accumulated figures of one phase."""
@@ -67,27 +74,24 @@ class PhaseRecorder:
             peak = torch.cuda.max_memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return peak
-        peak, self._cpu_peak = max(self._cpu_peak, rss_bytes()), rss_bytes()
+        now = rss_bytes()
+        peak, self._cpu_peak = max(self._cpu_peak, now), now
         return peak
 
     def _sample_rss(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             self._cpu_peak = max(self._cpu_peak, rss_bytes())
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     # ------------------------------------------------------------ phases
     def enter(self, name: str) -> None:
-        self._sync()
+        synchronize(self.device)
         peak = self._memory_peak_and_reset()
         if self._stack:
             self._stack[-1].peak = max(self._stack[-1].peak, peak)
         self._stack.append(_Frame(name, time.perf_counter()))
 
     def exit(self) -> None:
-        self._sync()
+        synchronize(self.device)
         frame = self._stack.pop()
         elapsed = time.perf_counter() - frame.start
         frame.peak = max(frame.peak, self._memory_peak_and_reset())

@@ -38,6 +38,7 @@ import torch
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.prior import PriorConfig
+from ids_nerf.profiling import record_phases, synchronize
 
 #: Phases in the order a step runs them (the table's rows).
 PHASES = (
@@ -134,15 +135,9 @@ def _generate_scene(cfg: NerfBenchConfig, folder: Path) -> Path:
     return folder
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, prior) -> dict[str, Any]:
     from ids_nerf.nerf.demo import cpu_friendly_nerfacto
     from ids_nerf.nerf.standalone import build_edit
-    from ids_nerf.profiling import record_phases
 
     def configure(pipeline) -> None:
         pipeline.guidance.src_prompt, pipeline.guidance.trg_prompt = SRC_PROMPT, TRG_PROMPT
@@ -161,10 +156,10 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
     pipe = run.pipeline
     first_s = None
     for step in range(cfg.warmup):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         run.step(step)
-        _sync(device)
+        synchronize(device)
         first_s = first_s if first_s is not None else time.perf_counter() - t0
     step_s, updates = [], []
     with record_phases(device) as recorder:
@@ -172,10 +167,10 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
             sampler = getattr(pipe.model, "proposal_sampler", None)
             if sampler is not None:
                 updates.append(bool(sampler._steps_since_update > sampler.update_sched(step) or step < 10))
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             run.step(step)
-            _sync(device)
+            synchronize(device)
             step_s.append(time.perf_counter() - t0)
     index = pipe._current_view
     height, width = pipe._view_size(index)

@@ -33,6 +33,7 @@ from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.config import GuidanceConfig, SourceSideConfig, guidance_config
 from ids_nerf.guidance.prior import PriorConfig
+from ids_nerf.profiling import synchronize
 
 #: Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by substring of the CUDA device name.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12, "3090": 71e12}
@@ -114,20 +115,15 @@ def parse_variant(name: str) -> RunVariant:
     return variant
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -188,10 +184,10 @@ def run(cfg: SpeedBenchConfig) -> dict:
         flops = _flops(step) / steps_per_call
         edit_s = None
         if edit is not None and cfg.edit_steps > 0:
-            _sync(dev)
+            synchronize(dev)
             t0 = time.perf_counter()
             edit()
-            _sync(dev)
+            synchronize(dev)
             edit_s = time.perf_counter() - t0
         q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
         med = statistics.median(times)

@@ -66,7 +66,7 @@ def build_edit(
         seed: the run's seed (ns-train's --machine.seed).
     """
     from ids_nerf.method_configs import EDIT_METHODS
-    from ids_nerf.nerf.trainer import adopt_source_config, find_checkpoint, span_schedules
+    from ids_nerf.nerf.trainer import adopt_source_config, find_checkpoint, load_source_scene, span_schedules
 
     if method not in EDIT_METHODS:
         raise ValueError(f"Unknown editing method {method!r}; choose from {', '.join(EDIT_METHODS)}.")
@@ -87,11 +87,7 @@ def build_edit(
         guidance(config.pipeline)
     pipeline: IDSEditPipeline = config.pipeline.setup(device=device, test_mode="val")
     if checkpoint is not None:
-        from ids_nerf.nerf.checkpoints import register_safe_globals
-
-        register_safe_globals()
-        state = torch.load(checkpoint, map_location="cpu")
-        pipeline.load_pipeline(state["pipeline"], state["step"])
+        load_source_scene(pipeline, checkpoint, method)
     pipeline.train()
     pipeline.set_seed(config.machine.seed)
     if prior is not None:

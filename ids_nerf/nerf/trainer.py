@@ -218,6 +218,20 @@ def _checkpoint_is_nerfacto(state: dict[str, Any]) -> bool:
     )
 
 
+def load_source_scene(pipeline: Any, checkpoint: Path, method_name: str) -> int:
+    """Load the nerfacto scene of ``checkpoint`` into ``pipeline``; returns the step it was saved at. Raises
+    :class:`EditSetupError` for a checkpoint of another model."""
+    register_safe_globals()
+    state = torch.load(checkpoint, map_location="cpu")
+    if not _checkpoint_is_nerfacto(state):
+        raise EditSetupError(
+            f"{checkpoint} is not a nerfacto checkpoint (no field/proposal-network weights); {method_name} edits "
+            "nerfacto scenes."
+        )
+    pipeline.load_pipeline(state["pipeline"], state["step"])
+    return int(state["step"])
+
+
 class IDSEditTrainer(Trainer):
     """Trainer driving :class:`IDSEditPipeline` for exactly ``max_num_iterations`` editing steps."""
 
@@ -244,18 +258,11 @@ class IDSEditTrainer(Trainer):
         self.pipeline.set_prior(prior)  # type: ignore[attr-defined]
 
     def _load_checkpoint(self) -> None:
-        register_safe_globals()
-        state = torch.load(self.source_checkpoint, map_location="cpu")
         with exit_on_user_error(f"ns-train {self.config.method_name}"):
-            if not _checkpoint_is_nerfacto(state):
-                raise EditSetupError(
-                    f"{self.source_checkpoint} is not a nerfacto checkpoint (no field/proposal-network weights); "
-                    f"{self.config.method_name} edits nerfacto scenes."
-                )
-        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+            source_step = load_source_scene(self.pipeline, self.source_checkpoint, self.config.method_name)
         self._start_step = 0  # exactly max_num_iterations editing steps, whatever the source step
         CONSOLE.print(
-            f"Editing the scene of {self.source_checkpoint} (source step {state['step']}); "
+            f"Editing the scene of {self.source_checkpoint} (source step {source_step}); "
             f"{self.config.max_num_iterations} editing steps, fresh optimizers."
         )
 
