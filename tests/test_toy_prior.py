@@ -7,6 +7,7 @@ The quality gates themselves (200 samples, 2,000 held-out scenes; minutes on a C
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -18,6 +19,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import compute_snr
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
+from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.prior import DiffusionPrior, PriorConfig
 from ids_nerf.toy.builtin import TOY_PRIOR_DIR
 from ids_nerf.toy.detectors import dominant_color
@@ -171,6 +173,22 @@ def test_train_prior_end_to_end_smoke(tmp_path):
         state = getattr(resumed, name).state_dict()
         for k, v in getattr(prior, name).state_dict().items():
             assert torch.equal(v, state[k]), f"{name}.{k}"
+
+    # continue from the saved folder: 2 more UNet steps, the VAE kept, the log holding both runs in order
+    more = dataclasses.replace(cfg, init_from=cfg.out, out=tmp_path / "prior-more", unet_steps=3)
+    log2 = main(more)
+    assert [r["command"] for r in log2["runs"]] == [log["command"], log2["command"]]
+    assert "--init-from" in log2["command"] and log2["runs"][0]["seconds"] == again["seconds"]  # the folder's log
+    assert log2["total_compute"]["wall"] == pytest.approx(
+        again["seconds"]["training_total"]["wall"] + log2["seconds"]["training_total"]["wall"]
+    )
+    assert log2["seconds"]["vae"]["wall"] == 0.0 and log2["latents"]["scaling_factor"] == prior.scaling_factor
+    continued = DiffusionPrior(PriorConfig(model=str(more.out), device="cpu"))
+    for k, v in prior.vae.state_dict().items():
+        assert torch.equal(v, continued.vae.state_dict()[k]), k
+    assert any(not torch.equal(v, continued.unet.state_dict()[k]) for k, v in prior.unet.state_dict().items())
+    with pytest.raises(UserInputError, match="--unet-channels"):
+        main(dataclasses.replace(more, unet_channels=(16, 16, 16)))
 
 
 # ----------------------------------------------------------------------------------------------- training pieces

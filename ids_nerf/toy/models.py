@@ -8,6 +8,7 @@ training; :func:`save_pipeline` writes the ``StableDiffusionPipeline`` folder th
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import shutil
@@ -127,3 +128,21 @@ def save_pipeline(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def load_pipeline(folder: Path) -> tuple[AutoencoderKL, CLIPTextModel, UNet2DConditionModel]:
+    """The VAE, text encoder and UNet of a pipeline folder written by :func:`save_pipeline`, in float32 (to train)."""
+    folder = Path(folder)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
+    return vae.eval(), text_encoder.eval(), unet.eval()
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """SHA-256 (16 hex digits) of every weight file of a pipeline folder, in path order."""
+    digest = hashlib.sha256()
+    for f in sorted(Path(folder).rglob("*.safetensors")):
+        digest.update(f.relative_to(folder).as_posix().encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]

@@ -13,7 +13,7 @@ from ids_nerf.toy.training_data import SINGLE_OBJECT_FRACTION
 
 @dataclass
 class TrainPriorConfig:
-    """Training of the toy prior (all stages, from scratch)."""
+    """Training of the toy prior: all stages from scratch, or more text-encoder + UNet steps from a trained one."""
 
     out: Path = Path("ids_nerf/toy/weights/toy-prior")
     """Output folder, written with ``StableDiffusionPipeline.save_pretrained`` (replaced if it exists)."""
@@ -22,6 +22,11 @@ class TrainPriorConfig:
     work_dir: Path | None = None
     """Folder for stage results and checkpoints, named after hashes of the options they depend on (default:
     ``$IDS_NERF_CACHE/train-prior``)."""
+    init_from: Path | None = None
+    """Continue from this pipeline folder (e.g. the shipped ``ids_nerf/toy/weights/toy-prior``): its VAE is kept
+    (the VAE and decoder stages are skipped; the training images are re-encoded with it), its text encoder and UNet
+    train for ``--unet-steps`` more steps with a fresh warm-up and a new batch stream, and its ``train_log.json``
+    runs are carried into the new log. The architecture options must match the folder's."""
     resume: bool = True
     """Reuse finished stages and the last checkpoint found in ``work_dir``."""
     threads: int = 2
@@ -118,6 +123,7 @@ _VAE_FIELDS = _DATA_FIELDS + (
 _DECODER_FIELDS = ("decoder_steps", "decoder_batch_size", "decoder_lr")
 _NOT_TRAINING = (
     "out",
+    "init_from",
     "work_dir",
     "resume",
     "threads",
@@ -130,10 +136,11 @@ _NOT_TRAINING = (
 )
 
 
-def stage_key(cfg: TrainPriorConfig, stage: Literal["data", "vae", "decoder", "unet"]) -> str:
+def stage_key(cfg: TrainPriorConfig, stage: Literal["data", "vae", "decoder", "unet"], init: str | None = None) -> str:
     """Hash of the options a stage's result depends on (names its files in the work dir).
 
     The UNet stage does not depend on the decoder fine-tuning (it trains on the frozen encoder's latents).
+    ``init``: fingerprint of the ``--init-from`` weights a continued stage starts from (not the folder's path).
     """
     values = asdict(cfg)
     if stage == "data":
@@ -144,5 +151,7 @@ def stage_key(cfg: TrainPriorConfig, stage: Literal["data", "vae", "decoder", "u
         fields = {k: values[k] for k in _VAE_FIELDS + _DECODER_FIELDS}
     else:
         fields = {k: v for k, v in values.items() if k not in _NOT_TRAINING + _DECODER_FIELDS}
+    if init is not None:
+        fields["init"] = init
     text = json.dumps({"stage": stage, **fields}, sort_keys=True, default=str)
     return f"{stage}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +113,23 @@ def train_vae(cfg: TrainPriorConfig, images: Tensor, work: Path) -> tuple[nn.Mod
     return vae, result.seconds
 
 
-def load_latents(cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, work: Path) -> dict[str, Any]:
-    """Stage 3 (cached in ``work``): posterior means/stds of the images and mirror images, the scaling factor."""
-    path = work / f"{stage_key(cfg, 'vae')}-latents.pt"
+def load_latents(
+    cfg: TrainPriorConfig, vae: nn.Module, images: Tensor, work: Path, init: InitWeights | None = None
+) -> dict[str, Any]:
+    """Stage 3 (cached in ``work``): posterior means/stds of the images and mirror images, the scaling factor.
+
+    With ``init`` (a continued training), the VAE is the initial folder's and so is the scaling factor (the UNet
+    was trained with it).
+    """
+    name = f"init-{init.fingerprint}" if init is not None else stage_key(cfg, "vae")
+    path = work / f"{name}-latents.pt"
     if cfg.resume and path.is_file():
         return load(path)
     clock = Stopwatch().start()
-    means, stds = encode_images(vae, images)
-    lat = {"means": means, "stds": stds, "scaling_factor": latent_scaling_factor(means), "seconds": clock.stop().read()}
+    with torch.no_grad():
+        means, stds = encode_images(vae, images)
+    scaling_factor = float(vae.config.scaling_factor) if init is not None else latent_scaling_factor(means)
+    lat = {"means": means, "stds": stds, "scaling_factor": scaling_factor, "seconds": clock.stop().read()}
     save_atomic(lat, path)
     return lat
 
@@ -175,6 +185,21 @@ def finetune_decoder(
     return result.seconds
 
 
+@dataclass
+class InitWeights:
+    """Trained weights a continued UNet stage starts from (``--init-from``)."""
+
+    text_encoder: nn.Module
+    """The folder's text encoder (float32)."""
+    unet: nn.Module
+    """The folder's UNet (float32)."""
+    fingerprint: str
+    """:func:`~ids_nerf.toy.models.weights_fingerprint` of the folder (names the stage's files)."""
+    round: int
+    """How many training runs made these weights (1 for weights trained from scratch): the new run draws its
+    batches from another stream than every earlier run."""
+
+
 def ema_copies(text_encoder: nn.Module, unet: nn.Module, ema: EMAModel) -> tuple[nn.Module, nn.Module]:
     """Eval-mode copies of both models holding the EMA weights."""
     te, un = copy.deepcopy(text_encoder), copy.deepcopy(unet)
@@ -192,6 +217,7 @@ def train_unet(
     scaling_factor: float,
     work: Path,
     evaluate: Callable[[nn.Module, nn.Module, int], dict[str, Any]] | None = None,
+    init: InitWeights | None = None,
 ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Stage 4: text encoder + UNet on (latent, caption) pairs; resumable.
 
@@ -201,12 +227,15 @@ def train_unet(
     (EMA copies of both models, step) runs every ``eval_every`` steps. Returns copies of both models holding the
     EMA weights, and ``{"seconds", "history", "final_loss"}`` (wall/CPU seconds of training summed over resumed
     sessions, without the in-training evaluations; evaluation results; smoothed final loss).
+    ``init``: start from these weights (a fresh optimiser, warm-up and EMA) instead of fresh ones.
     """
-    key = stage_key(cfg, "unet")
+    key = stage_key(cfg, "unet", init.fingerprint if init is not None else None)
     final = work / f"{key}.pt"
     latent_size = cfg.image_size // 2 ** (len(cfg.vae_channels) - 1)
 
     def build() -> tuple[nn.Module, nn.Module]:
+        if init is not None:
+            return copy.deepcopy(init.text_encoder), copy.deepcopy(init.unet)
         te = build_text_encoder(cfg.text_hidden_size, cfg.text_layers, cfg.text_heads, cfg.text_intermediate_size)
         un = build_unet(
             cfg.unet_channels, cfg.unet_layers_per_block, cfg.unet_head_dim, cfg.text_hidden_size, latent_size
@@ -252,7 +281,7 @@ def train_unet(
         cfg.unet_lr,
         cfg.warmup_steps,
         cfg.grad_clip,
-        cfg.seed + 3,
+        cfg.seed + 3 + (10 * init.round if init is not None else 0),
         cfg.checkpoint_every,
         cfg.resume,
         eval_every=cfg.eval_every if evaluate is not None else 0,
