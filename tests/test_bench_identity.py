@@ -67,7 +67,7 @@ def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
     assert (tmp_path / "b" / "grid.png").is_file() and result["n_edits"] == 3
     with pytest.raises(UserInputError, match="exists"):
         run(cfg)
-    with pytest.raises(UserInputError, match="unknown"):
+    with pytest.raises(UserInputError, match=r"--methods foo: Unknown method .*\(FPR methods also as <name>-nN\)"):
         run(IdentityBenchConfig(out=tmp_path / "c", methods=("foo",)))
     # edits.npz holds every source and edit; --reuse-edits scores them again without editing
     partial = json.loads((tmp_path / "b" / "results.partial.json").read_text())
@@ -82,3 +82,36 @@ def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
         run(dataclasses.replace(cfg, reuse_edits=True, seed=1))
     with pytest.raises(UserInputError, match="no edits for"):
         run(dataclasses.replace(cfg, reuse_edits=True, methods=("sds",)))
+
+
+def test_source_side_settings_are_compared_with_their_exact_method(tmp_path, tiny_prior_dir):
+    """`ids-k2` (exact look-ahead) edits like `ids`; `ids-r2` (a pool) gets a paired row with a verdict."""
+    cfg = IdentityBenchConfig(
+        out=tmp_path / "s",
+        prior=PriorConfig(model=str(tiny_prior_dir), device="cpu"),
+        methods=("ids", "ids-k2", "ids-r2"),
+        n_per_kind=1,
+        optim=OptimConfig(steps=4),
+        n_bootstrap=50,
+    )
+    result = run(cfg)
+    vs_exact = result["source_side_vs_exact"]
+    assert set(vs_exact) == {"ids-k2", "ids-r2"} and vs_exact["ids-r2"]["exact"] == "ids"
+    edits = np.load(tmp_path / "s" / "edits.npz")
+    assert np.abs(edits["ids-k2"].astype(int) - edits["ids"].astype(int)).max() <= 1
+    assert vs_exact["ids-k2"]["non_inferior"] and "| ids-r2 - ids |" in (tmp_path / "s" / "results.md").read_text()
+    with pytest.raises(UserInputError, match="--methods cds-r2"):
+        run(dataclasses.replace(cfg, methods=("cds", "cds-r2")))
+
+
+def test_non_inferiority_verdict_uses_the_fixed_margins():
+    from ids_nerf.bench.identity_suite import source_side_comparison
+
+    exact = [{"success": 1.0, "iou": 0.5 + i / 100, "bg_psnr": 20.0, "ssim_untouched": 0.6} for i in range(20)]
+    close = [dict(r, iou=r["iou"] - 0.005, bg_psnr=r["bg_psnr"] - 0.1) for r in exact]
+    worse = [dict(r, iou=r["iou"] - 0.02) for r in exact]
+    fewer = [dict(r, success=float(i % 10 != 0)) for i, r in enumerate(exact)]  # success drops by 0.1
+    cfg = IdentityBenchConfig(n_bootstrap=200)
+    out = source_side_comparison({"ids": exact, "ids-r2": close, "ids-r4": worse, "ids-r8": fewer}, cfg)
+    assert out["ids-r2"]["non_inferior"] and out["ids-r4"]["failed"] == ["iou"]
+    assert out["ids-r8"]["failed"] == ["success"]

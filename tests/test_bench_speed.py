@@ -62,7 +62,7 @@ def test_source_side_variants_are_timed_side_by_side(tiny_prior_dir):
 
 
 def test_variant_names():
-    from ids_nerf.bench.speed import RunVariant, parse_variant
+    from ids_nerf.bench.variants import RunVariant, parse_variant
     from ids_nerf.errors import UserInputError
 
     assert parse_variant("ids-k8") == RunVariant("ids-k8", "ids", 8, None)

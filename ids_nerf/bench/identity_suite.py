@@ -104,8 +104,9 @@ def _article(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- editing
 def edit_batch(prior, cases: list[EditCase], method: str, optim: OptimConfig, seed: int) -> tuple[np.ndarray, list]:
-    """Edit all ``cases`` with ``method`` as one batch (per-sample timesteps); returns uint8 edits and histories."""
-    from ids_nerf.guidance.config import guidance_config
+    """Edit all ``cases`` with ``method`` (a method name, optionally with source-side settings ``-kK``/``-rR`` of
+    :mod:`ids_nerf.bench.variants`) as one batch (per-sample timesteps); returns uint8 edits and histories."""
+    from ids_nerf.bench.variants import parse_variant
     from ids_nerf.guidance.distiller import ScoreDistiller
     from ids_nerf.image.editor import edit_latent
 
@@ -117,7 +118,7 @@ def edit_batch(prior, cases: list[EditCase], method: str, optim: OptimConfig, se
         z_src = prior.encode(images.to(prior.device))
     cond_src = torch.cat([prior.text_embeddings(c.src_prompt) for c in cases])
     cond_trg = torch.cat([prior.text_embeddings(c.trg_prompt) for c in cases])
-    distiller = ScoreDistiller(prior, guidance_config(method), seed=seed)
+    distiller = ScoreDistiller(prior, parse_variant(method).guidance(optim.steps), seed=seed)
     result = edit_latent(distiller, z_src, cond_src, cond_trg, optim, progress=False)
     with torch.no_grad():
         out = prior.decode(result.latent)
@@ -187,7 +188,10 @@ class IdentityBenchConfig:
     prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="toy"))
     """Diffusion prior (the bundled toy model by default): model, device, dtype."""
     methods: tuple[str, ...] = ("sds", "dds", "cds", "pds", "ids", "pds-fpr")
-    """Methods to compare (names of ids_nerf.guidance.methods)."""
+    """Methods to compare (names of ids_nerf.guidance.methods). Source-side settings as suffixes: `ids-r4` reuses
+    a pool of --optim.steps / 4 source sides per edit, `ids-k8` computes them 8 steps ahead (exact); such a
+    variant is also compared, paired, with its exact method (`ids`) when that is in the list, against the
+    non-inferiority margins of issue 12 (see NON_INFERIORITY_MARGINS)."""
     n_per_kind: int = 20
     """Edits per kind (colour, shape, background): 20 gives the 60-edit suite."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -211,12 +215,15 @@ class IdentityBenchConfig:
 
 def run(cfg: IdentityBenchConfig) -> dict:
     """Run the benchmark; returns the summary written to results.json."""
-    from ids_nerf.guidance.methods import METHODS
+    from ids_nerf.bench.variants import parse_variant
     from ids_nerf.guidance.prior import DiffusionPrior
 
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown:
-        raise UserInputError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}.")
+    for name in cfg.methods:
+        try:
+            parse_variant(name)
+        except UserInputError as err:
+            text = str(err)
+            raise UserInputError(text if text.startswith("--methods") else f"--methods {name}: {text}") from None
     earlier = [f for f in ("results.json", "edits.npz") if (cfg.out / f).exists()]
     if earlier and not (cfg.overwrite or cfg.reuse_edits):
         raise UserInputError(
@@ -260,6 +267,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
     rows = {m: [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[m], strict=True)] for m in cfg.methods}
     summary = summarize(cases, rows, cfg)
     paired = paired_differences(rows, cfg)
+    vs_exact = source_side_comparison(rows, cfg)
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "n_edits": len(cases),
@@ -267,6 +275,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
         "fpr_diagnostics": fpr_diag,
         "summary": summary,
         "paired_vs_dds": paired,
+        "source_side_vs_exact": vs_exact,
         "edits": [
             {
                 "kind": c.kind,
@@ -278,7 +287,9 @@ def run(cfg: IdentityBenchConfig) -> dict:
         ],
     }
     (cfg.out / "results.json").write_text(json.dumps(result, indent=1))
-    (cfg.out / "results.md").write_text(markdown_table(summary, cfg.methods, len(cases)) + "\n" + paired_table(paired))
+    (cfg.out / "results.md").write_text(
+        markdown_table(summary, cfg.methods, len(cases)) + "\n" + paired_table(paired) + "\n" + vs_exact_table(vs_exact)
+    )
     write_grid(cases, edits, cfg.methods, cfg.grid_edits, cfg.out / "grid.png")
     return result
 
@@ -317,16 +328,20 @@ def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityB
     return out
 
 
-def paired_differences(rows: dict[str, list[dict]], cfg: IdentityBenchConfig, baseline: str = "dds") -> dict:
+def paired_differences(
+    rows: dict[str, list[dict]], cfg: IdentityBenchConfig, baseline: str = "dds", methods: list[str] | None = None
+) -> dict:
     """Per-edit differences ``method - baseline`` (same source, same edit), mean and 95% bootstrap interval.
 
     The per-method intervals of :func:`summarize` include how much the edits differ from one another; the paired
-    ones compare the methods on the same edits. Empty when ``baseline`` was not run.
+    ones compare the methods on the same edits. ``methods``: those to compare (default: every other one). Empty when
+    ``baseline`` was not run.
     """
     if baseline not in rows:
         return {}
     out: dict[str, dict] = {}
-    for method, metrics in rows.items():
+    for method in methods if methods is not None else list(rows):
+        metrics = rows[method]
         if method == baseline:
             continue
         rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{method}-{baseline}".encode())])
@@ -339,6 +354,50 @@ def paired_differences(rows: dict[str, list[dict]], cfg: IdentityBenchConfig, ba
             for name in METRICS
         }
     return out
+
+
+NON_INFERIORITY_MARGINS: dict[str, float] = {"success": -0.05, "iou": -0.01, "bg_psnr": -0.3, "ssim_untouched": -0.01}
+"""Issue 12's margins, fixed before measuring: a source-side setting (a pool) may become the default only if, paired
+with exact IDS on the same edits, the lower end of the 95% interval of (setting - exact) is at least the margin for
+object IoU, background PSNR (dB) and SSIM of the untouched region, and mean edit success drops by at most 0.05."""
+
+
+def source_side_comparison(rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:
+    """Paired differences (variant - exact) of every run with source-side settings whose exact method was also run
+    (``ids-r4`` - ``ids``), with the non-inferiority verdict of :data:`NON_INFERIORITY_MARGINS`."""
+    from ids_nerf.bench.variants import parse_variant
+
+    out: dict[str, dict] = {}
+    for name in rows:
+        variant = parse_variant(name)
+        if variant.method == name or variant.method not in rows:
+            continue
+        diff = paired_differences(rows, cfg, baseline=variant.method, methods=[name])[name]
+        failed = [
+            k
+            for k, margin in NON_INFERIORITY_MARGINS.items()
+            if not (diff[k][0] if k == "success" else diff[k][1]) >= margin
+        ]
+        out[name] = {"exact": variant.method, **diff, "non_inferior": not failed, "failed": failed}
+    return out
+
+
+def vs_exact_table(comparison: dict) -> str:
+    """Markdown of :func:`source_side_comparison`."""
+    if not comparison:
+        return ""
+    margins = ", ".join(f"{k} {v:+g}" for k, v in NON_INFERIORITY_MARGINS.items())
+    lines = [
+        "Source-side settings against their exact method, paired per edit (mean [95% bootstrap CI]); non-inferior "
+        f"when every lower CI end (success: the mean) is at least its margin ({margins}).",
+        "",
+        METRICS_HEADER[0] + " non-inferior |",
+        METRICS_HEADER[1] + "---|",
+    ]
+    for name, d in comparison.items():
+        verdict = "yes" if d["non_inferior"] else "no (" + ", ".join(d["failed"]) + ")"
+        lines.append(f"| {name} - {d['exact']} | " + " | ".join(_fmt(d[k]) for k in METRICS) + f" | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def paired_table(paired: dict, baseline: str = "dds") -> str:
@@ -407,6 +466,7 @@ def entrypoint() -> None:
     cfg, result = run_console("ids-bench-identity", IdentityBenchConfig, run, __doc__)
     print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
     print(paired_table(result["paired_vs_dds"]))
+    print(vs_exact_table(result["source_side_vs_exact"]))
     print("seconds per method:", {k: round(v, 1) for k, v in result["seconds_per_method"].items()})
     print("FPR diagnostics:", result["fpr_diagnostics"])
     print(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'results.md'}, {cfg.out / 'grid.png'}")

@@ -8,7 +8,8 @@ throughput (TFLOP/s, and the fraction of the device's dense bf16/fp16 peak on CU
 same editing loop, and reports the max abs difference between the latents of a 3-step edit by both paths with the
 same seed (same t and noise draws).
 
-A method name may carry source-side run settings (:class:`RunVariant`, not methods of the registry):
+A method name may carry source-side run settings (:class:`~ids_nerf.bench.variants.RunVariant`, not
+methods of the registry):
 ``<method>-kK`` computes the source side K steps ahead in one batch (``--source.lookahead K``, exact) and
 ``<method>-rR`` reuses a pool of P = edit_steps / R source sides (``--source.pool P``, reuse factor R). Their
 s/step is amortised: a look-ahead row times a block of K steps (its batched FPR and source branch included) / K, a
@@ -19,7 +20,6 @@ always include every precompute.
 from __future__ import annotations
 
 import json
-import re
 import resource
 import statistics
 import time
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from ids_nerf.bench.variants import parse_variant
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
-from ids_nerf.guidance.config import GuidanceConfig, SourceSideConfig, guidance_config
+from ids_nerf.guidance.config import guidance_config
 from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.profiling import synchronize
 
@@ -68,51 +69,6 @@ class SpeedBenchConfig:
     """Seed of the latents and of every distiller."""
     out: Path | None = None
     """Also write the results as JSON here."""
-
-
-_VARIANT = re.compile(r"^(?P<method>.+?)(?:-k(?P<k>\d+))?(?:-r(?P<r>\d+))?$")
-
-
-@dataclass(frozen=True)
-class RunVariant:
-    """A method timed with source-side run settings: ``<method>[-kK][-rR]``."""
-
-    name: str
-    """As given on the command line."""
-    method: str
-    """Registered method (with an optional ``-nN``)."""
-    lookahead: int = 1
-    """K of ``-kK`` (1: in each step)."""
-    reuse: int | None = None
-    """R of ``-rR`` (None: no pool)."""
-
-    def pool_size(self, edit_steps: int) -> int | None:
-        """P = edit_steps / R (at least 1), None without a pool."""
-        return None if self.reuse is None else max(1, round(edit_steps / self.reuse))
-
-    def guidance(self, edit_steps: int) -> GuidanceConfig:
-        """The method's configuration with these source-side settings."""
-        config = guidance_config(self.method)
-        config.source = SourceSideConfig(lookahead=self.lookahead, pool=self.pool_size(edit_steps))
-        return config
-
-
-def parse_variant(name: str) -> RunVariant:
-    """``ids-k8`` -> RunVariant(method="ids", lookahead=8); raises UserInputError for an unknown method, K < 1,
-    R < 1 or settings the method's score cannot use."""
-    match = _VARIANT.match(name)
-    assert match is not None  # the pattern matches every non-empty name
-    variant = RunVariant(
-        name, match["method"], int(match["k"]) if match["k"] else 1, int(match["r"]) if match["r"] else None
-    )
-    if variant.lookahead < 1 or (variant.reuse is not None and variant.reuse < 1):
-        raise UserInputError(f"--methods {name}: -kK and -rR need K >= 1 and R >= 1.")
-    config = variant.guidance(1)  # raises for an unknown method
-    try:
-        config.source.check(config.score)
-    except UserInputError as err:
-        raise UserInputError(f"--methods {name}: {err}") from None
-    return variant
 
 
 def _timed(fn: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> list[float]:

@@ -110,7 +110,8 @@ def guidance_config(name: str) -> GuidanceConfig:
     try:
         spec, iterations = parse_method(name)
     except KeyError as err:
-        raise UserInputError(str(err.args[0]).capitalize() + ".") from None
+        text = str(err.args[0])
+        raise UserInputError(text[:1].upper() + text[1:] + ".") from None  # not capitalize(): keeps "FPR", "-nN"
     fpr = FPRConfig(enabled=spec.fpr, jacobian=spec.jacobian)
     if iterations is not None:
         fpr.iterations = iterations
