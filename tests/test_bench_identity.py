@@ -115,3 +115,37 @@ def test_non_inferiority_verdict_uses_the_fixed_margins():
     out = source_side_comparison({"ids": exact, "ids-r2": close, "ids-r4": worse, "ids-r8": fewer}, cfg)
     assert out["ids-r2"]["non_inferior"] and out["ids-r4"]["failed"] == ["iou"]
     assert out["ids-r8"]["failed"] == ["success"]
+
+
+def test_cycle_mode_edits_back_and_scores_the_round_trip(tmp_path, tiny_prior_dir):
+    """--cycle: every edit is edited back with the prompts swapped; round-trip PSNR/SSIM/IoU, paired with dds."""
+    cfg = IdentityBenchConfig(
+        out=tmp_path / "c",
+        prior=PriorConfig(model=str(tiny_prior_dir), device="cpu"),
+        methods=("dds", "ids"),
+        n_per_kind=1,
+        optim=OptimConfig(steps=2),
+        n_bootstrap=50,
+        cycle=True,
+    )
+    result = run(cfg)
+    cycle = result["cycle"]
+    assert set(cycle["summary"]) == {"dds", "ids"} and set(cycle["paired_vs_dds"]) == {"ids"}
+    edits = np.load(tmp_path / "c" / "edits.npz")
+    assert {"dds@cycle", "ids@cycle"} <= set(edits.files) and "ids@cycle" in result["seconds_per_method"]
+    assert not np.array_equal(edits["ids@cycle"], edits["ids"])  # the back edit moved away from the forward one
+    assert "Cycle test" in (tmp_path / "c" / "results.md").read_text()
+    psnr, lo, hi = cycle["summary"]["ids"]["psnr"]
+    assert lo <= psnr <= hi and 5 < psnr < 60
+    rescored = run(dataclasses.replace(cfg, reuse_edits=True))
+    assert json.loads(json.dumps(rescored["cycle"])) == json.loads(json.dumps(cycle))
+
+
+def test_cycle_metrics_of_a_perfect_round_trip():
+    from ids_nerf.bench.identity_suite import build_suite, cycle_metrics
+
+    image = build_suite(1, size=64, seed=0)[0].image
+    perfect = cycle_metrics(image, image)
+    assert perfect["iou"] == 1.0 and perfect["ssim"] == pytest.approx(1.0) and perfect["psnr"] >= 60
+    shifted = cycle_metrics(image, np.roll(image, 6, axis=1))
+    assert shifted["iou"] < 1.0 and shifted["psnr"] < perfect["psnr"] and shifted["ssim"] < 1.0

@@ -21,6 +21,7 @@ loss diagnostics of the FPR methods, and ``edits.npz`` (every source and edit; `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import zlib
@@ -129,6 +130,34 @@ def edit_batch(prior, cases: list[EditCase], method: str, optim: OptimConfig, se
     return arr, result.history
 
 
+def edit_suite(
+    prior, cases: list[EditCase], method: str, cfg: IdentityBenchConfig, seed: int
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Edit ``cases`` in batches of ``cfg.batch_size`` (batch starting at ``i`` seeded ``seed + i``); returns the
+    uint8 edits, the seconds it took and the mean first/last FPR losses (empty without FPR)."""
+    t0 = time.perf_counter()
+    parts, histories = [], []
+    for start in range(0, len(cases), cfg.batch_size):
+        arr, hist = edit_batch(prior, cases[start : start + cfg.batch_size], method, cfg.optim, seed + start)
+        parts.append(arr)
+        histories.extend(hist)
+    seconds = time.perf_counter() - t0
+    first = [h["fpr_losses"][0] for h in histories if h.get("fpr_losses")]
+    final = [h["fpr_loss_final"] for h in histories if h.get("fpr_loss_final") is not None]
+    diag = {}
+    if first:
+        diag = {
+            "fpr_loss_first_mean": float(np.mean(first)),
+            "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
+        }
+    return np.concatenate(parts), seconds, diag
+
+
+def cycle_name(method: str) -> str:
+    """Key of a method's round-trip (B -> A) edits in ``edits.npz`` and ``seconds_per_method``."""
+    return f"{method}@cycle"
+
+
 # ----------------------------------------------------------------------------------------------- metrics
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
@@ -167,6 +196,67 @@ def edit_metrics(case: EditCase, edit: np.ndarray, bg_window: int) -> dict[str, 
         "bg_psnr": bg.psnr,
         "ssim_untouched": ssim_untouched,
     }
+
+
+CYCLE_METRICS = ("psnr", "ssim", "iou")
+"""Round-trip metrics of the cycle test, in table order."""
+
+
+def cycle_metrics(source: np.ndarray, back: np.ndarray) -> dict[str, float]:
+    """How close a round trip A -> B -> A (``back``) comes to ``source``: PSNR and mean SSIM of the whole image,
+    IoU of the object masks."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    from ids_nerf.eval.preservation import mask_iou, psnr_from_mse
+    from ids_nerf.toy import detectors
+
+    src_f, back_f = source.astype(np.float64) / 255, back.astype(np.float64) / 255
+    value = ssim(
+        torch.from_numpy(back_f).permute(2, 0, 1)[None], torch.from_numpy(src_f).permute(2, 0, 1)[None], data_range=1.0
+    )
+    return {
+        "psnr": psnr_from_mse(float(((src_f - back_f) ** 2).mean())),
+        "ssim": float(value),
+        "iou": mask_iou(detectors.object_mask(source), detectors.object_mask(back)),
+    }
+
+
+def cycle_results(cases: list[EditCase], edits: dict[str, np.ndarray], cfg: IdentityBenchConfig) -> dict:
+    """Per method: mean and 95% bootstrap interval of each :data:`CYCLE_METRICS`, and paired differences to dds."""
+    rows = {
+        cycle_name(m): [cycle_metrics(c.image, b) for c, b in zip(cases, edits[cycle_name(m)], strict=True)]
+        for m in cfg.methods
+    }
+    summary = {}
+    for name, metrics in rows.items():
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
+        values = {k: np.array([r[k] for r in metrics], dtype=float) for k in CYCLE_METRICS}
+        summary[name] = {k: bootstrap_ci(v, cfg.n_bootstrap, rng) for k, v in values.items()}
+    paired = paired_differences(rows, cfg, baseline=cycle_name("dds"), metrics=CYCLE_METRICS)
+    strip = len(cycle_name(""))
+    return {
+        "summary": {k[:-strip]: v for k, v in summary.items()},
+        "paired_vs_dds": {k[:-strip]: v for k, v in paired.items()},
+    }
+
+
+def cycle_table(cycle: dict) -> str:
+    """Markdown of :func:`cycle_results`."""
+    header = ["| method | PSNR to source (dB) | SSIM to source | object IoU |", "|---|---|---|---|"]
+    lines = ["Cycle test (A -> B -> A, prompts swapped; mean [95% bootstrap CI]).", "", *header]
+    lines += [f"| {m} | " + " | ".join(_fmt(d[k]) for k in CYCLE_METRICS) + " |" for m, d in cycle["summary"].items()]
+    if cycle["paired_vs_dds"]:
+        lines += [
+            "",
+            "Cycle test, paired difference to dds per edit (> 0: closer to the source than dds).",
+            "",
+            *header,
+        ]
+        lines += [
+            f"| {m} - dds | " + " | ".join(_fmt(d[k]) for k in CYCLE_METRICS) + " |"
+            for m, d in cycle["paired_vs_dds"].items()
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
@@ -208,6 +298,10 @@ class IdentityBenchConfig:
     """Edits shown in grid.png (evenly over the three kinds)."""
     overwrite: bool = False
     """Replace the results of an earlier run in --out."""
+    cycle: bool = False
+    """Also run the cycle test of the IDS paper (Fig. 3): edit every result back with the prompts swapped (B -> A,
+    same method and settings) and measure how close the round trip comes to the source: PSNR and SSIM of the whole
+    image and the IoU of the object masks, per method, paired against dds."""
     reuse_edits: bool = False
     """Score the edits saved in ``--out/edits.npz`` by an earlier run (same suite options) instead of editing
     again, e.g. after a detector change; implies --overwrite of the tables."""
@@ -242,23 +336,16 @@ def run(cfg: IdentityBenchConfig) -> dict:
     else:
         edits = {}
         for method in tqdm(cfg.methods, desc="methods"):
-            t0 = time.perf_counter()
-            parts, histories = [], []
-            for start in range(0, len(cases), cfg.batch_size):
-                arr, hist = edit_batch(
-                    prior, cases[start : start + cfg.batch_size], method, cfg.optim, cfg.seed + start
-                )
-                parts.append(arr)
-                histories.extend(hist)
-            edits[method] = np.concatenate(parts)
-            timing[method] = time.perf_counter() - t0
-            first = [h["fpr_losses"][0] for h in histories if h.get("fpr_losses")]
-            final = [h["fpr_loss_final"] for h in histories if h.get("fpr_loss_final") is not None]
-            if first:
-                fpr_diag[method] = {
-                    "fpr_loss_first_mean": float(np.mean(first)),
-                    "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
-                }
+            edits[method], timing[method], diag = edit_suite(prior, cases, method, cfg, cfg.seed)
+            if diag:
+                fpr_diag[method] = diag
+            if cfg.cycle:
+                back = [
+                    dataclasses.replace(c, src_prompt=c.trg_prompt, trg_prompt=c.src_prompt, image=e)
+                    for c, e in zip(cases, edits[method], strict=True)
+                ]
+                name = cycle_name(method)
+                edits[name], timing[name], _ = edit_suite(prior, back, method, cfg, cfg.seed + len(cases))
             # saved after every method: an interrupted run keeps what it finished (score it with --reuse-edits)
             np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
             (cfg.out / "results.partial.json").write_text(
@@ -268,6 +355,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
     summary = summarize(cases, rows, cfg)
     paired = paired_differences(rows, cfg)
     vs_exact = source_side_comparison(rows, cfg)
+    cycle = cycle_results(cases, edits, cfg) if cfg.cycle else {}
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "n_edits": len(cases),
@@ -276,6 +364,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
         "summary": summary,
         "paired_vs_dds": paired,
         "source_side_vs_exact": vs_exact,
+        "cycle": cycle,
         "edits": [
             {
                 "kind": c.kind,
@@ -288,7 +377,12 @@ def run(cfg: IdentityBenchConfig) -> dict:
     }
     (cfg.out / "results.json").write_text(json.dumps(result, indent=1))
     (cfg.out / "results.md").write_text(
-        markdown_table(summary, cfg.methods, len(cases)) + "\n" + paired_table(paired) + "\n" + vs_exact_table(vs_exact)
+        markdown_table(summary, cfg.methods, len(cases))
+        + "\n"
+        + paired_table(paired)
+        + "\n"
+        + vs_exact_table(vs_exact)
+        + ("\n" + cycle_table(cycle) if cycle else "")
     )
     write_grid(cases, edits, cfg.methods, cfg.grid_edits, cfg.out / "grid.png")
     return result
@@ -300,7 +394,8 @@ def load_edits(cfg: IdentityBenchConfig, sources: np.ndarray) -> tuple[dict[str,
     if not path.is_file():
         raise UserInputError(f"--reuse-edits: {path} not found; run once without --reuse-edits first.")
     saved = np.load(path)
-    missing = [m for m in cfg.methods if m not in saved.files]
+    names = [*cfg.methods, *(cycle_name(m) for m in cfg.methods if cfg.cycle)]
+    missing = [m for m in names if m not in saved.files]
     if missing:
         raise UserInputError(f"--reuse-edits: {path} has no edits for {missing}; it holds {saved.files[1:]}.")
     if not np.array_equal(saved["source"], sources):
@@ -310,7 +405,7 @@ def load_edits(cfg: IdentityBenchConfig, sources: np.ndarray) -> tuple[dict[str,
         )
     results = next((f for f in (cfg.out / "results.json", cfg.out / "results.partial.json") if f.is_file()), None)
     previous = json.loads(results.read_text()) if results is not None else {}
-    return {m: saved[m] for m in cfg.methods}, previous
+    return {m: saved[m] for m in names}, previous
 
 
 def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:
@@ -329,29 +424,32 @@ def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityB
 
 
 def paired_differences(
-    rows: dict[str, list[dict]], cfg: IdentityBenchConfig, baseline: str = "dds", methods: list[str] | None = None
+    rows: dict[str, list[dict]],
+    cfg: IdentityBenchConfig,
+    baseline: str = "dds",
+    methods: list[str] | None = None,
+    metrics: tuple[str, ...] = METRICS,
 ) -> dict:
     """Per-edit differences ``method - baseline`` (same source, same edit), mean and 95% bootstrap interval.
 
     The per-method intervals of :func:`summarize` include how much the edits differ from one another; the paired
-    ones compare the methods on the same edits. ``methods``: those to compare (default: every other one). Empty when
-    ``baseline`` was not run.
+    ones compare the methods on the same edits. ``methods``: those to compare (default: every other one); ``metrics``:
+    the keys of each row to compare. Empty when ``baseline`` was not run.
     """
     if baseline not in rows:
         return {}
     out: dict[str, dict] = {}
     for method in methods if methods is not None else list(rows):
-        metrics = rows[method]
         if method == baseline:
             continue
         rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{method}-{baseline}".encode())])
         out[method] = {
             name: bootstrap_ci(
-                np.array([m[name] - b[name] for m, b in zip(metrics, rows[baseline], strict=True)], dtype=float),
+                np.array([m[name] - b[name] for m, b in zip(rows[method], rows[baseline], strict=True)], dtype=float),
                 cfg.n_bootstrap,
                 rng,
             )
-            for name in METRICS
+            for name in metrics
         }
     return out
 
@@ -467,6 +565,8 @@ def entrypoint() -> None:
     print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
     print(paired_table(result["paired_vs_dds"]))
     print(vs_exact_table(result["source_side_vs_exact"]))
+    if result["cycle"]:
+        print(cycle_table(result["cycle"]))
     print("seconds per method:", {k: round(v, 1) for k, v in result["seconds_per_method"].items()})
     print("FPR diagnostics:", result["fpr_diagnostics"])
     print(f"wrote {cfg.out / 'results.json'}, {cfg.out / 'results.md'}, {cfg.out / 'grid.png'}")
