@@ -81,7 +81,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
     """Toy scene (32x32 views) -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (64 px)."""
     from ids_nerf.guidance.prior import PriorConfig
-    from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config, train_run
+    from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config
+    from ids_nerf.nerf.runs import train_run
     from ids_nerf.toy.datasets import write_blender
     from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 

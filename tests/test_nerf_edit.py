@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from ids_nerf.nerf.demo import train_run
+from ids_nerf.nerf.runs import train_run
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def _expect_exit(config, match: str, capsys) -> None:
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"load_dir": None}, "pass --load-dir"),
+        ({"load_dir": None, "data": None}, "needs a scene: pass --data"),
         ({"src_prompt": ""}, "src-prompt is empty"),
         ({"trg_prompt": " "}, "trg-prompt is empty"),
         ({"trg_prompt": "a red sphere on a checkered floor"}, "are identical"),
@@ -111,9 +111,11 @@ def test_bad_inputs_exit_before_models_load(edited_run, tmp_path, capsys, change
     g.prior.model = "/nonexistent/prior"  # would fail loudly if anything tried to load it
     if "load_dir" in change:
         config.load_dir = None if change["load_dir"] is None else tmp_path
-    if "data" in change:
+    if change.get("data") == "NO_FORMAT":
         (tmp_path / "photos").mkdir()
         config.data = config.pipeline.datamanager.data = tmp_path / "photos"
+    elif "data" in change:
+        config.data = config.pipeline.datamanager.data = None
     for key in ("src_prompt", "trg_prompt"):
         if key in change:
             setattr(g, key, change[key])

@@ -13,7 +13,8 @@ import pytest
 import torch
 from nerfstudio.engine.trainer import GradScaler
 
-from ids_nerf.nerf.demo import cpu_friendly_nerfacto, train_run
+from ids_nerf.nerf.demo import cpu_friendly_nerfacto
+from ids_nerf.nerf.runs import train_run
 from ids_nerf.nerf.standalone import build_edit
 from ids_nerf.nerf.trainer import IDSEditTrainer
 

@@ -89,23 +89,6 @@ def _toy_data(cfg: NerfDemoConfig, data_dir: Path) -> None:
     write_blender(scene, data_dir, n_train=cfg.n_train_views, n_val=4, n_test=8, size=cfg.image_size, seed=cfg.seed)
 
 
-def train_run(config) -> Path:
-    """Run ``ns-train`` in this process and close its event writers, so that a later run in the same process does
-    not append to this run's tensorboard file (nerfstudio keeps its writers in a module-global list)."""
-    from nerfstudio.scripts.train import main as ns_train
-    from nerfstudio.utils import writer
-
-    try:
-        ns_train(config)
-    finally:
-        for event_writer in writer.EVENT_WRITERS:
-            tb = getattr(event_writer, "tb_writer", None)
-            if tb is not None:
-                tb.close()
-        writer.EVENT_WRITERS.clear()
-    return config.get_base_dir() / "config.yml"
-
-
 def _blender_parser():
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
@@ -188,6 +171,8 @@ def write_pictures(out: Path, before: tuple, after: tuple) -> Path:
 
 def run(cfg: NerfDemoConfig) -> Path:
     """Run the whole demo; returns the side-by-side picture."""
+    from ids_nerf.nerf.runs import train_run  # nerfstudio's trainer: imported when the demo runs, not for --help
+
     if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
         raise UserInputError(f"--out {cfg.out} already exists and is not empty; pass --overwrite or another --out.")
     if cfg.src_prompt.strip() == cfg.trg_prompt.strip() or not cfg.trg_prompt.strip():

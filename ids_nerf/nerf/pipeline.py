@@ -139,6 +139,29 @@ class IDSEditPipeline(VanillaPipeline):
         if camera_optimizer is not None:  # poses of the source run stay fixed while editing
             camera_optimizer.requires_grad_(False)
 
+    def random_state(self) -> dict[str, Any]:
+        """The edit's random streams now (view draws, the distiller's t/noise draws), for a resumable checkpoint.
+
+        Sampler jitter is seeded per step and needs no state. Not included: a look-ahead block or pool in progress
+        (``source.lookahead`` / ``source.pool``), which a resumed edit draws anew, and the draws of
+        ``encode_mode sample`` source latents.
+        """
+        distiller = self._distiller
+        return {
+            "seed": self.seed,
+            "view_generator": self._view_generator.get_state(),
+            "current_view": self._current_view,
+            "distiller_generator": distiller.generator.get_state() if distiller is not None else None,
+        }
+
+    def load_random_state(self, state: dict[str, Any]) -> None:
+        """Continue the streams saved by :meth:`random_state` (after :meth:`set_seed` / :meth:`set_prior`)."""
+        self.set_seed(int(state["seed"]))
+        self._view_generator.set_state(state["view_generator"])
+        self.__dict__["_current_view"] = int(state["current_view"])
+        if state.get("distiller_generator") is not None:
+            self.get_distiller().generator.set_state(state["distiller_generator"])
+
     # ----------------------------------------------------------------- lazy prior
     # Methods, not properties: nerfstudio's viewer getattr()s every public attribute of the pipeline.
     def get_prior(self):

@@ -17,6 +17,7 @@ checks instead and the trainer writes the (source-adopted) config once the prior
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -50,23 +51,33 @@ class IDSEditTrainerConfig(TrainerConfig):
     adopt_source_config: bool = True
     """Take the NeRF model and dataparser settings from the source run's config.yml (next to --load-dir), so the
     checkpoint and the scene frame always match."""
+    recon_steps: int = 30000
+    """Without --load-dir, the newest finished reconstruction of --data under --output-dir is edited; when there is
+    none, a nerfacto reconstruction (ids-recon) of this many steps runs first, in its own run folder kept as the
+    source run (30,000: nerfacto's default)."""
+    edit_anew: bool = False
+    """With --load-dir of an edit run: start a new edit of its edited scene (step 0, fresh optimizers, the prompts
+    given here) instead of resuming the interrupted edit."""
 
-    def prepare(self) -> Path:
-        """Every check that needs no model, then adopt the source run's settings; returns the source checkpoint.
+    def prepare(self) -> SourceScene:
+        """Every check that needs no model, then adopt the source run's settings; returns what to load.
 
         Idempotent (ns-train calls it through :meth:`save_config`, the trainer again). Raises
         :class:`EditSetupError` / :class:`~ids_nerf.errors.UserError` with what to fix.
         """
+        source = locate_source(self)
+        if source.resume:
+            adopt_edit_run(self, source.checkpoint)  # type: ignore[arg-type]
         validate_edit_config(self)
-        checkpoint = find_checkpoint(self)
-        if self.adopt_source_config:
-            adopt_source_config(self, checkpoint)
-        _check_output_dir(self, checkpoint)
+        if source.checkpoint is not None:
+            if self.adopt_source_config and not source.resume:
+                adopt_source_config(self, source.checkpoint)
+            _check_output_dir(self, source.checkpoint)
         _check_data(self)
         from ids_nerf.guidance.prior import check_prior
 
         check_prior(self.pipeline.guidance.prior_config(self.machine.device_type), NERF_PRIOR_FLAGS)
-        return checkpoint
+        return source
 
     def save_config(self) -> None:
         """Called by ns-train before the trainer exists: validate only (exit 2 on bad input, nothing written); the
@@ -79,6 +90,84 @@ class IDSEditTrainerConfig(TrainerConfig):
         super().save_config()
 
 
+@dataclass(frozen=True)
+class SourceScene:
+    """What an editing run starts from."""
+
+    checkpoint: Path | None
+    """The checkpoint to load; None: no reconstruction of --data yet, reconstruct first."""
+    resume: bool = False
+    """The checkpoint belongs to an interrupted edit, which continues."""
+    note: str = ""
+    """One line for the console saying where the scene comes from (and how to choose another)."""
+
+
+def _edit_run_config(checkpoint: Path) -> Any | None:
+    """The saved config of the run holding ``checkpoint`` if that run is an edit (ids-edit, dds-edit, ...)."""
+    from ids_nerf.nerf.runs import read_run_config
+
+    config_yml = checkpoint.parent.parent / "config.yml"
+    config = read_run_config(config_yml) if config_yml.is_file() else None
+    return config if isinstance(getattr(config, "pipeline", None), IDSEditPipelineConfig) else None
+
+
+def locate_source(config: IDSEditTrainerConfig) -> SourceScene:
+    """The checkpoint given by --load-dir / --load-checkpoint (an edit run's: resume it unless --edit-anew), else the
+    newest finished reconstruction of --data under --output-dir, else none (reconstruct first)."""
+    if config.load_dir is not None or config.load_checkpoint is not None:
+        checkpoint = find_checkpoint(config)
+        if _edit_run_config(checkpoint) is None:
+            return SourceScene(checkpoint)
+        if config.edit_anew:
+            return SourceScene(checkpoint, note=f"Editing the edited scene of {checkpoint} anew (--edit-anew).")
+        return SourceScene(checkpoint, resume=True)
+    from ids_nerf.nerf.runs import find_reconstruction
+
+    data = config.data or config.pipeline.datamanager.data
+    if data is None:
+        raise EditSetupError(
+            f"{config.method_name} needs a scene: pass --data <scene folder> (its newest reconstruction under "
+            "--output-dir is edited, or one is trained first) or --load-dir <run>/nerfstudio_models."
+        )
+    found = find_reconstruction(Path(config.output_dir), Path(data))
+    if found is None:
+        return SourceScene(None)
+    older = f" (newest of {found.others + 1})" if found.others else ""
+    return SourceScene(
+        found.checkpoint,
+        note=f"Editing the reconstruction {found.run}{older} of {data}; to edit another, pass "
+        "--load-dir <its run>/nerfstudio_models.",
+    )
+
+
+def adopt_edit_run(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
+    """Resuming an edit: take its pipeline (scene, prompts, guidance, render settings), seed, step count and
+    optimizers from its config.yml. Prompts given on the command line must be the edit's own."""
+    edit = _edit_run_config(checkpoint)
+    assert edit is not None
+    run = checkpoint.parent.parent
+    if edit.method_name != config.method_name:
+        raise EditSetupError(
+            f"--load-dir {checkpoint.parent} is an interrupted {edit.method_name} run: resume it with "
+            f"`ns-train {edit.method_name} --load-dir {checkpoint.parent}`, or add --edit-anew to edit its result "
+            f"with {config.method_name}."
+        )
+    mine, theirs = config.pipeline.guidance, edit.pipeline.guidance
+    for flag, given, saved in (
+        ("--pipeline.guidance.src-prompt", mine.src_prompt, theirs.src_prompt),
+        ("--pipeline.guidance.trg-prompt", mine.trg_prompt, theirs.trg_prompt),
+    ):
+        if given.strip() and given.strip() != saved.strip():
+            raise EditSetupError(
+                f"{flag} {given!r} differs from the interrupted edit's {saved!r} ({run}): drop the flag to resume "
+                "that edit, or add --edit-anew to edit its result with the new prompts."
+            )
+    config.pipeline = copy.deepcopy(edit.pipeline)
+    config.data = None
+    config.machine.seed, config.max_num_iterations = edit.machine.seed, edit.max_num_iterations
+    config.optimizers = copy.deepcopy(edit.optimizers)
+
+
 def find_checkpoint(config: TrainerConfig) -> Path:
     """The source checkpoint file given by --load-dir (+ --load-step) or --load-checkpoint."""
     if config.load_checkpoint is not None:
@@ -86,11 +175,7 @@ def find_checkpoint(config: TrainerConfig) -> Path:
         if not path.is_file():
             raise EditSetupError(f"--load-checkpoint {path} does not exist.")
         return path
-    if config.load_dir is None:
-        raise EditSetupError(
-            "ids-edit edits a pretrained scene: pass --load-dir outputs/<scene>/nerfacto/<timestamp>/nerfstudio_models "
-            "(train one first with `ns-train nerfacto --data <scene>` or `ns-train ids-recon --data <scene>`)."
-        )
+    assert config.load_dir is not None
     load_dir = Path(config.load_dir)
     ckpts = sorted(load_dir.glob("step-*.ckpt")) if load_dir.is_dir() else []
     if not ckpts:
@@ -239,13 +324,42 @@ class IDSEditTrainer(Trainer):
 
     def __init__(self, config: IDSEditTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         with exit_on_user_error(f"ns-train {config.method_name}"):
-            self.source_checkpoint = config.prepare()
+            source = config.prepare()
+        if source.checkpoint is None:
+            source = self._reconstruct_first(config)
+        elif source.note:
+            CONSOLE.print(source.note)
+        self.source = source
+        self.source_checkpoint: Path = source.checkpoint  # type: ignore[assignment]
+        self._resume_state: dict[str, Any] | None = None
         span_schedules(config)
         super().__init__(config, local_rank, world_size)
 
+    @staticmethod
+    def _reconstruct_first(config: IDSEditTrainerConfig) -> SourceScene:
+        """No reconstruction of --data yet: train one (ids-recon, --recon-steps), then edit it."""
+        from nerfstudio.scripts.train import _set_random_seed
+
+        from ids_nerf.nerf.runs import reconstruction_config, train_run
+
+        recon = reconstruction_config(config, config.recon_steps)
+        recon.set_timestamp()
+        data = config.data or config.pipeline.datamanager.data
+        CONSOLE.print(
+            f"No finished reconstruction of {data} under {config.output_dir}: reconstructing it first "
+            f"({config.recon_steps} nerfacto steps, --recon-steps) in {recon.get_base_dir()}, then editing it."
+        )
+        train_run(recon)
+        config.load_dir = recon.get_checkpoint_dir()
+        _set_random_seed(config.machine.seed)  # the edit starts from the state ns-train gives a fresh run
+        with exit_on_user_error(f"ns-train {config.method_name}"):
+            source = config.prepare()
+        CONSOLE.print(f"Reconstruction done: editing {source.checkpoint}.")
+        return source
+
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         """Load the diffusion prior first (a prior error exits 2 before anything is written), write config.yml,
-        then build the pipeline and load the source scene."""
+        then build the pipeline and load the source scene (or the interrupted edit)."""
         from ids_nerf.guidance.prior import DiffusionPrior
 
         guidance = self.config.pipeline.guidance
@@ -256,14 +370,61 @@ class IDSEditTrainer(Trainer):
         super().setup(test_mode)
         self.pipeline.set_seed(self.config.machine.seed)  # type: ignore[attr-defined]  # the run's one seed
         self.pipeline.set_prior(prior)  # type: ignore[attr-defined]
+        if self._resume_state is not None:
+            self.pipeline.load_random_state(self._resume_state)  # type: ignore[attr-defined]
 
     def _load_checkpoint(self) -> None:
+        if self.source.resume:
+            self._resume_edit()
+            return
         with exit_on_user_error(f"ns-train {self.config.method_name}"):
             source_step = load_source_scene(self.pipeline, self.source_checkpoint, self.config.method_name)
         self._start_step = 0  # exactly max_num_iterations editing steps, whatever the source step
         CONSOLE.print(
             f"Editing the scene of {self.source_checkpoint} (source step {source_step}); "
             f"{self.config.max_num_iterations} editing steps, fresh optimizers."
+        )
+
+    def _resume_edit(self) -> None:
+        """Continue an interrupted edit: its scene, optimizer and scheduler states, step count and random streams."""
+        from ids_nerf.nerf.resume import load_edit_state
+
+        register_safe_globals()
+        state = torch.load(self.source_checkpoint, map_location="cpu")
+        step, total = int(state["step"]), self.config.max_num_iterations
+        with exit_on_user_error(f"ns-train {self.config.method_name}"):
+            if step + 1 >= total:
+                raise EditSetupError(
+                    f"{self.source_checkpoint} is the last step of its edit ({total} steps): nothing to resume. "
+                    "Add --edit-anew to edit its result again."
+                )
+        self.pipeline.load_pipeline(state["pipeline"], step)
+        self.optimizers.load_optimizers(state["optimizers"])
+        self.optimizers.load_schedulers(state["schedulers"])
+        self._start_step = step + 1
+        self._resume_state = load_edit_state(self.source_checkpoint)
+        streams = "random streams restored" if self._resume_state else "random streams restarted (no edit state saved)"
+        CONSOLE.print(
+            f"Resuming the edit {self.source_checkpoint.parent.parent} at step {step + 1} of {total} "
+            f"(optimizers, schedulers, {streams}); this run: {self.base_dir}."
+        )
+
+    def train(self) -> None:
+        """nerfstudio's loop runs ``max_num_iterations`` steps from the start step: a resumed edit runs the rest."""
+        total = self.config.max_num_iterations
+        self.config.max_num_iterations = total - self._start_step
+        try:
+            super().train()
+        finally:
+            self.config.max_num_iterations = total
+
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint, plus the edit's random streams next to it (what a resumed edit continues)."""
+        from ids_nerf.nerf.resume import save_edit_state
+
+        super().save_checkpoint(step)
+        save_edit_state(
+            self.checkpoint_dir, step, self.pipeline.random_state(), self.config.save_only_latest_checkpoint
         )
 
     def train_iteration(self, step: int):  # type: ignore[override]

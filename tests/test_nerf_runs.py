@@ -1,0 +1,131 @@
+"""ns-train <method>-edit without --load-dir (the newest finished reconstruction of --data, or one trained first) and
+interrupted edits that resume (step count, optimizers, schedulers and random streams)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import torch
+
+from ids_nerf.nerf.resume import load_edit_state
+from ids_nerf.nerf.runs import find_reconstruction, train_run
+
+
+def _edit_without_load_dir(toy_nerf_run: dict, outputs, steps: int = 2):
+    config = copy.deepcopy(toy_nerf_run["edit"])
+    config.load_dir, config.output_dir, config.timestamp = None, outputs, "edit"
+    config.max_num_iterations = config.steps_per_save = steps
+    return config
+
+
+def test_newest_finished_reconstruction_of_the_data_is_edited(toy_nerf_run, tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    source = toy_nerf_run["source_run"]
+    older, newer = outputs / "toy" / "ids-recon" / "older", outputs / "toy" / "ids-recon" / "newer"
+    shutil.copytree(source, older)
+    shutil.copytree(source, newer)
+    (newer / "nerfstudio_models" / "step-000000019.ckpt").touch()  # written last
+    unfinished = outputs / "toy" / "ids-recon" / "unfinished"
+    shutil.copytree(source, unfinished)
+    (unfinished / "nerfstudio_models" / "step-000000019.ckpt").rename(unfinished / "nerfstudio_models" / "x")
+    found = find_reconstruction(outputs, toy_nerf_run["data"])
+    assert found is not None and found.run == newer and found.others == 1
+    assert find_reconstruction(outputs, tmp_path) is None  # another data folder
+    config = _edit_without_load_dir(toy_nerf_run, outputs)
+    train_run(config)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"Editing the reconstruction {newer} (newest of 2)" in out and "--load-dir" in out
+    assert (config.get_checkpoint_dir() / "step-000000001.ckpt").is_file()
+
+
+def test_without_any_reconstruction_one_is_trained_first(toy_nerf_run, tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    config = _edit_without_load_dir(toy_nerf_run, outputs, steps=1)
+    config.recon_steps = 3
+    train_run(config)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "reconstructing it first (3 nerfacto steps, --recon-steps)" in out
+    recon = find_reconstruction(outputs, toy_nerf_run["data"])
+    assert recon is not None and recon.checkpoint.name == "step-000000002.ckpt"  # kept as the source run
+    assert (config.get_checkpoint_dir() / "step-000000000.ckpt").is_file()
+    assert yaml_load(config.get_base_dir() / "config.yml").load_dir == recon.checkpoint.parent
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.load(path.read_text(), Loader=yaml.Loader)
+
+
+def _states(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch CPU thread: with more, the CPU hash grid's backward sums in a nondeterministic order, so two
+    identical runs differ in the last bits (an uninterrupted run against itself too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_interrupted_edit_resumes_bit_equal(toy_nerf_run, tmp_path, monkeypatch, capsys, one_thread):
+    """4 steps in one go vs. killed in step 3 (checkpoint of step 2) and resumed with only --load-dir: the same
+    final checkpoint, bit for bit."""
+    from ids_nerf.nerf.pipeline import IDSEditPipeline
+
+    base = copy.deepcopy(toy_nerf_run["edit"])
+    base.output_dir, base.max_num_iterations, base.steps_per_save = tmp_path, 4, 2
+    base.pipeline.render.view_repeat = 1
+    whole = copy.deepcopy(base)
+    whole.timestamp = "whole"
+    train_run(whole)
+
+    cut = copy.deepcopy(base)
+    cut.timestamp = "cut"
+    real_step = IDSEditPipeline.edit_step
+
+    def killed_at_3(self, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, step)
+
+    monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
+    train_run(cut)  # ns-train catches the Ctrl-C and stops
+    monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
+    models = cut.get_checkpoint_dir()
+    assert sorted(p.name for p in models.glob("step-*.ckpt")) == ["step-000000002.ckpt"]
+    assert load_edit_state(models / "step-000000002.ckpt")["step"] == 2
+
+    resumed = copy.deepcopy(toy_nerf_run["edit"])  # only --load-dir (+ where to write): the rest comes from the edit
+    resumed.pipeline.guidance.src_prompt = resumed.pipeline.guidance.trg_prompt = ""
+    resumed.output_dir, resumed.timestamp, resumed.load_dir = tmp_path, "resumed", models
+    capsys.readouterr()
+    train_run(resumed)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Resuming the edit" in out and "at step 3 of 4" in out and "random streams restored" in out
+    final = sorted(p.name for p in resumed.get_checkpoint_dir().glob("step-*.ckpt"))
+    assert final == ["step-000000003.ckpt"]
+    a = _states(whole.get_checkpoint_dir() / "step-000000003.ckpt")
+    b = _states(resumed.get_checkpoint_dir() / "step-000000003.ckpt")
+    assert a["step"] == b["step"] == 3
+    for k, v in a["pipeline"].items():
+        assert torch.equal(v, b["pipeline"][k]), k
+    assert a["schedulers"] == b["schedulers"]
+
+    # editing the edited scene anew is named differently; other prompts without it are refused
+    anew = copy.deepcopy(toy_nerf_run["edit"])
+    anew.output_dir, anew.timestamp, anew.load_dir = tmp_path, "other", models
+    anew.pipeline.guidance.trg_prompt = "a green sphere on a checkered floor"
+    with pytest.raises(SystemExit) as info:
+        train_run(anew)
+    assert info.value.code == 2 and "--edit-anew" in capsys.readouterr().err
+    assert not anew.get_base_dir().exists()
+    anew.edit_anew, anew.max_num_iterations = True, 1
+    train_run(anew)
+    assert "anew (--edit-anew)" in " ".join(capsys.readouterr().out.split())
+    assert (anew.get_checkpoint_dir() / "step-000000000.ckpt").is_file()
