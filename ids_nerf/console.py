@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import tyro
 
 from ids_nerf.errors import UserError
+from ids_nerf.quiet import quiet_third_party_warnings
 
 C = TypeVar("C")
 
@@ -34,7 +35,9 @@ def run_console(
     args: list[str] | None = None,
 ) -> tuple[C, Any]:
     """Parse ``config_type`` (a config dataclass, or a union of them for subcommands) from ``args`` (default: the
-    command line) and call ``run`` inside :func:`exit_on_user_error`."""
+    command line) and call ``run`` inside :func:`exit_on_user_error`; known third-party warnings are filtered
+    (:mod:`ids_nerf.quiet`)."""
+    quiet_third_party_warnings()
     cfg = tyro.cli(config_type, args=args, description=description)
     with exit_on_user_error(prog):
         return cfg, run(cfg)

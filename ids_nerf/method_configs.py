@@ -1,7 +1,8 @@
 """nerfstudio method specifications of the plugin (entry points ``nerfstudio.method_configs``).
 
 Imported by every ``ns-*`` command at start-up: it imports nerfstudio config classes only (no diffusers, no
-transformers), and registers the numpy globals that nerfstudio checkpoints need with torch >= 2.6.
+transformers), registers the numpy globals that nerfstudio checkpoints need with torch >= 2.6 and filters the known
+third-party warnings (:mod:`ids_nerf.quiet`).
 
 All editing methods come from :func:`edit_method` applied to the method registry's NeRF methods
 (:data:`ids_nerf.guidance.methods.NERF_METHODS`); they differ only in the guidance.
@@ -25,8 +26,10 @@ from ids_nerf.nerf.dataparsers.auto import AutoDataParserConfig
 from ids_nerf.nerf.model import IDSNerfactoModelConfig
 from ids_nerf.nerf.pipeline import IDSEditPipelineConfig, NerfGuidanceConfig
 from ids_nerf.nerf.trainer import IDSEditTrainerConfig
+from ids_nerf.quiet import quiet_third_party_warnings
 
 register_safe_globals()
+quiet_third_party_warnings()
 
 #: Default number of editing steps (the official PDS plugin runs 30,000; IDS converges much earlier on LLFF).
 EDIT_STEPS = 3000

@@ -129,3 +129,57 @@ def test_interrupted_edit_resumes_bit_equal(toy_nerf_run, tmp_path, monkeypatch,
     train_run(anew)
     assert "anew (--edit-anew)" in " ".join(capsys.readouterr().out.split())
     assert (anew.get_checkpoint_dir() / "step-000000000.ckpt").is_file()
+
+
+def test_known_third_party_warnings_are_filtered_and_ours_stay():
+    import warnings
+
+    from ids_nerf.quiet import quiet_third_party_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party_warnings()
+        for module, message, category in (
+            (
+                "nerfstudio.cameras.cameras",
+                "Using a non-tuple sequence for multidimensional indexing is deprecated",
+                UserWarning,
+            ),
+            (
+                "nerfstudio.engine.trainer",
+                "`torch.cuda.amp.GradScaler(args...)` is deprecated. Please use ...",
+                FutureWarning,
+            ),
+            (
+                "ids_nerf.nerf.pipeline",
+                "Using a non-tuple sequence for multidimensional indexing is deprecated",
+                UserWarning,
+            ),
+        ):
+            warnings.warn_explicit(
+                message, category, filename=module.replace(".", "/") + ".py", lineno=1, module=module
+            )
+    assert [str(w.message)[:10] for w in caught] == ["Using a no"] and caught[0].filename.startswith("ids_nerf")
+
+
+def test_nerfacto_never_downloads_lpips_weights(tmp_path, monkeypatch):
+    """Without cached AlexNet weights the model builds without LPIPS and without touching the network."""
+    import urllib.request
+
+    from nerfstudio.data.scene_box import SceneBox
+
+    from ids_nerf.nerf import model as model_module
+    from ids_nerf.nerf.demo import cpu_friendly_nerfacto
+    from ids_nerf.nerf.model import IDSNerfactoModelConfig
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setitem(model_module._said, "lpips", False)
+    config = IDSNerfactoModelConfig()
+    cpu_friendly_nerfacto(config)
+    with pytest.warns(UserWarning, match="LPIPS metric off.*no download is attempted"):
+        model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=2)
+    assert model.lpips is None and model.psnr is not None

@@ -1,38 +1,60 @@
-"""Nerfacto whose LPIPS metric is optional: nerfacto downloads AlexNet weights at construction, which fails offline.
+"""Nerfacto whose LPIPS metric never downloads: nerfacto builds torchmetrics' LPIPS at construction, which fetches
+torchvision's AlexNet weights and, offline, fails (or waits for a network timeout) at every start of a run or viewer.
 
-Everything else (fields, proposal networks, camera optimizer, appearance embedding, state-dict keys) is nerfacto's,
-so stock ``nerfacto`` checkpoints load into this model and its checkpoints load into nerfacto.
+:class:`IDSNerfactoModel` builds LPIPS only when the AlexNet weights are already in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``); otherwise evaluation reports PSNR/SSIM without LPIPS, and says once how to enable
+it. Everything else (fields, proposal networks, camera optimizer, appearance embedding, state-dict keys) is
+nerfacto's, so stock ``nerfacto`` checkpoints load into this model and its checkpoints load into nerfacto.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
 
+import torch
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+"""torchvision's AlexNet ImageNet weights (``AlexNet_Weights.IMAGENET1K_V1``), the backbone of nerfacto's LPIPS."""
+
+
+_said = {"lpips": False}
+
+
+def lpips_backbone_path() -> Path:
+    """Where torchvision looks for (and would download) the AlexNet weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
 
 
 @dataclass
 class IDSNerfactoModelConfig(NerfactoModelConfig):
-    """Nerfacto with an optional LPIPS metric (evaluation works offline without the AlexNet download)."""
+    """Nerfacto with an optional LPIPS metric (built only when its AlexNet weights are cached; never downloads)."""
 
     _target: type = field(default_factory=lambda: IDSNerfactoModel)
 
 
 class IDSNerfactoModel(NerfactoModel):
-    """Nerfacto; if the LPIPS backbone cannot be downloaded, evaluation reports PSNR/SSIM without LPIPS."""
+    """Nerfacto; without cached AlexNet weights, evaluation reports PSNR/SSIM without LPIPS."""
 
     config: IDSNerfactoModelConfig
 
     def populate_modules(self) -> None:
-        try:
+        if lpips_backbone_path().is_file():
             super().populate_modules()
-        except OSError as err:  # urllib's URLError (offline) is an OSError; LPIPS is built last, after everything
-            if not hasattr(self, "psnr"):
-                raise
-            warnings.warn(f"LPIPS metric disabled: its AlexNet weights could not be downloaded ({err}).", stacklevel=2)
-            self.lpips = None
-            self.step = 0
+            return
+        # nerfacto imports LPIPS inside populate_modules and builds it last: skip it instead of downloading
+        with mock.patch("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", lambda **_: None):
+            super().populate_modules()
+        if not _said["lpips"]:  # once per process (an edit that reconstructs first builds two models)
+            _said["lpips"] = True
+            warnings.warn(
+                f"LPIPS metric off: torchvision's AlexNet weights are not in {lpips_backbone_path().parent} (no "
+                f"download is attempted). To enable it, put {ALEXNET_FILE} there.",
+                stacklevel=2,
+            )
 
     def get_image_metrics_and_images(self, outputs, batch):  # type: ignore[override]
         if self.lpips is not None:
