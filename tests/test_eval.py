@@ -236,7 +236,17 @@ def image_eval(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _save(_image(8, 8), dirs["src"] / "extra.png")
     out = root / "eval"
     args = ["images", "--source", str(dirs["src"]), "--edited", str(dirs["edit"]), "--output-dir", str(out)]
-    args += ["--masks-source", str(dirs["msrc"]), "--masks-edited", str(dirs["medit"]), "--video", *PROMPTS, *CLIP]
+    args += [
+        "--masks-source",
+        str(dirs["msrc"]),
+        "--masks-edited",
+        str(dirs["medit"]),
+        "--video",
+        "--video-format",
+        "gif",
+        *PROMPTS,
+        *CLIP,
+    ]
     code = main(args)
     return {"code": code, "out": out, "args": args, "root": root, **dirs}
 
@@ -407,6 +417,24 @@ def test_render_mode_with_source_run(nerf_runs, tmp_path):
     assert len(list((out / "renders" / "source").glob("*.png"))) == 3
     with Image.open(out / "contact_sheet.png") as sheet:  # source | edit | 2 depths | diff | mask
         assert sheet.width >= 6 * 128
+
+
+def test_render_mode_video_writes_an_orbit_of_source_and_edit(nerf_runs, tmp_path):
+    """--video: views.mp4 and orbit.mp4, a path through the training views rendered by the source run (found from
+    the edit's --load-dir) and the edited run side by side."""
+    import imageio.v2 as imageio
+
+    out = tmp_path / "eval"
+    args = ["render", "--load-config", str(nerf_runs["edit"]), "--video", "--orbit-keyframes", "3"]
+    assert main([*args, "--orbit-steps", "4", *RENDER_PROMPTS, *CLIP, "--output-dir", str(out)]) == 0
+    rec = _strict_json(out / "metrics.json")
+    assert rec["orbit"]["source_run"] == str(nerf_runs["recon"]) and (out / "views.mp4").is_file()
+    reader = imageio.get_reader(out / "orbit.mp4", format="FFMPEG")
+    frames = [reader.get_data(i) for i in range(reader.count_frames())]  # list(reader): its length is inf
+    assert len(frames) == rec["orbit"]["frames"] >= 8
+    assert frames[0].shape[1] >= 2 * 32 and not np.array_equal(frames[0], frames[len(frames) // 2])  # it moves
+    left, right = frames[0][14:46, :32].astype(int), frames[0][14:46, 36:68].astype(int)
+    assert np.abs(left - right).mean() > 1.0  # source and edit differ
 
 
 def test_render_mode_against_photos(nerf_runs, tmp_path):

@@ -69,9 +69,11 @@ class EvalOptions:
     device: str = "auto"
     """Device of the CLIP and LPIPS networks: auto (CUDA when available), cpu, cuda, cuda:N."""
     video: bool = False
-    """Also write an animation of the views in evaluation order (source | edit | depth | |difference|)."""
-    video_format: Literal["gif", "mp4"] = "gif"
-    """Animation format: gif (Pillow, works offline) or mp4 (needs the imageio-ffmpeg package)."""
+    """Also write an animation of the views in evaluation order (source | edit | depth | |difference|) and, for
+    `render`, orbit.mp4: a smooth camera path through the training views rendered by the source and the edited run
+    side by side."""
+    video_format: Literal["gif", "mp4"] = "mp4"
+    """Format of the views animation: mp4 (imageio-ffmpeg, installed with ids_nerf) or gif (Pillow)."""
     video_fps: float = 4.0
     """Frames per second of the animation."""
     contact_sheet_max_views: int = 16
@@ -98,6 +100,12 @@ class RenderOptions(EvalOptions):
     """Cameras to render: the evaluation cameras (test), val, train, or all (train + test, by file name)."""
     data: Path | None = None
     """Override the runs' data folder (when the runs were trained from another working directory)."""
+    orbit_keyframes: int = 8
+    """--video: training views the orbit passes through (evenly spread, ordered as `ns-render interpolate` does)."""
+    orbit_steps: int = 12
+    """--video: interpolated frames between neighbouring keyframes of the orbit."""
+    orbit_fps: float = 24.0
+    """--video: frames per second of orbit.mp4."""
 
 
 @dataclass(kw_only=True)
@@ -157,12 +165,18 @@ def _validate(cfg: EvalOptions) -> None:
         raise UserInputError(f"--video-fps must be > 0 (got {cfg.video_fps}).")
     if cfg.contact_sheet_max_views < 1:
         raise UserInputError(f"--contact-sheet-max-views must be >= 1 (got {cfg.contact_sheet_max_views}).")
-    if cfg.video and cfg.video_format == "mp4":
+    if isinstance(cfg, RenderOptions) and (cfg.orbit_keyframes < 2 or cfg.orbit_steps < 1 or cfg.orbit_fps <= 0):
+        raise UserInputError(
+            f"--orbit-keyframes must be >= 2, --orbit-steps >= 1 and --orbit-fps > 0 (got {cfg.orbit_keyframes}, "
+            f"{cfg.orbit_steps}, {cfg.orbit_fps})."
+        )
+    if cfg.video and (cfg.video_format == "mp4" or isinstance(cfg, RenderOptions)):
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
             raise UserInputError(
-                "--video-format mp4 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); or use gif."
+                "--video needs the imageio-ffmpeg package for MP4 (pip install imageio-ffmpeg; bash scripts/setup.sh "
+                "installs it); for the views animation alone, ids-eval images --video-format gif works without it."
             ) from None
 
 
@@ -398,11 +412,48 @@ def evaluate(cfg: RenderOptions | ImagesOptions) -> dict:
     if cfg.video:
         outputs["video"] = out / f"views.{cfg.video_format}"
         report.write_video(views, outputs["video"], cfg.video_fps, cfg.diff_gain)
+        if render:
+            assert isinstance(cfg, RenderOptions)
+            outputs["orbit"] = out / "orbit.mp4"
+            record["orbit"] = write_orbit(cfg, outputs["orbit"])
     record["outputs"] = {k: str(v) for k, v in outputs.items()}
     record["seconds"] = time.perf_counter() - t0
     outputs["markdown"].write_text(report.markdown_report(record))
     report.write_json(outputs["json"], record)
     return record
+
+
+def orbit_source(cfg: RenderOptions) -> Path | None:
+    """The source run of the orbit: --source-config, else the run the edited run loaded (its --load-dir), if any."""
+    if cfg.source_config is not None:
+        return cfg.source_config
+    from ids_nerf.nerf.runs import read_run_config
+
+    edited = read_run_config(cfg.load_config)
+    load_dir = getattr(edited, "load_dir", None)
+    candidate = Path(load_dir).parent / "config.yml" if load_dir is not None else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def write_orbit(cfg: RenderOptions, path: Path) -> dict[str, Any]:
+    """Render and write orbit.mp4 (source | edit, or the edit alone when no source run is known)."""
+    from ids_nerf.eval import orbit, sources
+
+    source = orbit_source(cfg)
+    edit_frames, source_frames = orbit.render_orbit(
+        (cfg.load_config, sources.update_callback(cfg.load_config, cfg.data)),
+        (source, sources.update_callback(source, cfg.data)) if source is not None else None,
+        cfg.orbit_keyframes,
+        cfg.orbit_steps,
+        cfg.progress,
+    )
+    if source_frames is None:
+        frames = [orbit.labelled_row([(e, "edit (no source run known: pass --source-config)")]) for e in edit_frames]
+    else:
+        pairs = zip(source_frames, edit_frames, strict=True)
+        frames = [orbit.labelled_row([(s, "source"), (e, "edit")]) for s, e in pairs]
+    orbit.write_mp4(frames, path, cfg.orbit_fps)
+    return {"frames": len(frames), "fps": cfg.orbit_fps, "source_run": str(source) if source is not None else None}
 
 
 def compare(cfg: CompareOptions) -> str:

@@ -212,7 +212,7 @@ def _relocate(config, config_path: Path) -> None:
         config.experiment_name = base.parents[1].name
 
 
-def _update_callback(config_path: Path, data: Path | None) -> Callable:
+def update_callback(config_path: Path, data: Path | None) -> Callable:
     def update(config):
         _relocate(config, config_path)
         if data is not None:
@@ -256,7 +256,7 @@ def check_run(config_path: Path, flag: str, data: Path | None = None):
             f"{flag} {config_path}: method {config.method_name!r} is not registered with nerfstudio; install the "
             "plugin that provides it (for ids-* methods: pip install -e . in the ids_nerf repository)."
         )
-    config = _update_callback(config_path, data)(config)
+    config = update_callback(config_path, data)(config)
     ckpt_dir = config.get_checkpoint_dir()
     if not ckpt_dir.is_dir() or not any(ckpt_dir.glob("step-*.ckpt")):
         raise UserInputError(
@@ -306,7 +306,7 @@ def render_run(
     check_run(config_path, flag, data)
     test_mode = "val" if split == "val" else "test"
     config, pipeline, ckpt, step = eval_setup(
-        Path(config_path), test_mode=test_mode, update_config_callback=_update_callback(Path(config_path), data)
+        Path(config_path), test_mode=test_mode, update_config_callback=update_callback(Path(config_path), data)
     )
     dm = pipeline.datamanager
     root = Path(dm.config.data if dm.config.data is not None else dm.dataparser.config.data)
