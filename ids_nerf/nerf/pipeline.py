@@ -37,6 +37,11 @@ NERF_PRIOR_FLAGS = PriorFlags.nested("--pipeline.guidance.prior")
 class NerfGuidanceConfig(GuidanceConfig):
     """Text prompts, score (+ FPR), loss weights and diffusion prior of a NeRF edit."""
 
+    preset: Path | None = None
+    """Editing preset (a YAML file of configs/, e.g. configs/llff/leaves-autumn.yaml): fills the prompts, --data
+    (<preset-data-root>/<scene>) and guidance settings that are not given on the command line."""
+    preset_data_root: Path = Path("data")
+    """Folder holding the preset scenes (data/llff/leaves, data/blender/lego, ...)."""
     src_prompt: str = ""
     """Prompt describing the original scene, e.g. "a photo of a fern"."""
     trg_prompt: str = ""

@@ -65,6 +65,11 @@ class IDSEditTrainerConfig(TrainerConfig):
         Idempotent (ns-train calls it through :meth:`save_config`, the trainer again). Raises
         :class:`EditSetupError` / :class:`~ids_nerf.errors.UserError` with what to fix.
         """
+        g = self.pipeline.guidance
+        if g.preset is not None:
+            from ids_nerf.presets import apply_preset, load_preset
+
+            apply_preset(self, load_preset(g.preset, "--pipeline.guidance.preset"), g.preset_data_root)
         source = locate_source(self)
         if source.resume:
             adopt_edit_run(self, source.checkpoint)  # type: ignore[arg-type]
