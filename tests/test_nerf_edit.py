@@ -77,13 +77,17 @@ def test_ns_render_and_eval_setup_never_load_the_prior(edited_run, tmp_path):
         "from nerfstudio.viewer.utils import parse_object; "
         "from nerfstudio.viewer.viewer_elements import ViewerElement; "
         f"_, p, _, _ = eval_setup(__import__('pathlib').Path({str(config_yml)!r}), test_mode='test'); "
-        "print(len(parse_object(p, ViewerElement, 'Custom'))); "
+        "print(sorted(n for n, _ in parse_object(p, ViewerElement, 'Custom'))); "
         "print('LOADED' if 'diffusers' in sys.modules else 'CLEAN')"
     )
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().endswith("CLEAN")
-    assert res.stdout.strip().splitlines()[-2] == "4"  # the four edit controls are visible to the viewer
+    # ns-viewer on a finished run: the run's method and prompts read-only, the before/after switch; no live controls
+    shown = res.stdout.strip().splitlines()[-2]
+    for name in ("edit_method", "edit_source_prompt", "edit_target_prompt", "edit_before_after"):
+        assert name in shown, shown
+    assert "edit_pause" not in shown and "edit_guidance_scale" not in shown
 
 
 def _expect_exit(config, match: str, capsys) -> None:
@@ -159,9 +163,10 @@ def test_viewer_controls_change_the_live_guidance():
     from ids_nerf.nerf.pipeline import NerfGuidanceConfig
 
     g = NerfGuidanceConfig(score="dds", src_prompt="a", trg_prompt="b")
-    controls = EditControls(g)
+    controls = EditControls(g, live=True)
     elements = controls.elements()
-    assert set(elements) == {"edit_target_prompt", "edit_guidance_scale", "edit_fpr", "edit_pause"}
+    live = {"edit_status", "edit_target_prompt", "edit_guidance_scale", "edit_fpr", "edit_pause", "edit_before_after"}
+    assert set(elements) == live
 
     class _Stub:  # what a viewer element hands its callback
         def __init__(self, value):

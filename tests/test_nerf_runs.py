@@ -4,6 +4,7 @@ interrupted edits that resume (step count, optimizers, schedulers and random str
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import pytest
@@ -183,3 +184,51 @@ def test_nerfacto_never_downloads_lpips_weights(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="LPIPS metric off.*no download is attempted"):
         model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=2)
     assert model.lpips is None and model.psnr is not None
+
+
+def test_viewer_before_after_renders_the_frozen_source(toy_nerf_run):
+    """ns-viewer's pipeline (eval_setup, test mode): read-only panel; the before/after switch loads the source
+    checkpoint, adds source_rgb / source_depth / depth_change outputs, and nothing of it reaches the state dict."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from ids_nerf.nerf.runs import read_run_config
+
+    edit_yml = toy_nerf_run["edit"].get_base_dir() / "config.yml"
+    assert read_run_config(edit_yml).pipeline.source_checkpoint.name == "step-000000019.ckpt"
+    _, pipeline, _, _ = eval_setup(edit_yml, test_mode="test")
+    assert pipeline.edit_target_prompt.disabled and not hasattr(pipeline, "edit_pause")
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    plain = pipeline.model.get_outputs_for_camera(camera)
+    assert "source_rgb" not in plain
+    message = pipeline.show_source(True)
+    assert message.startswith("source scene shown (") and "MB of weights" in message
+    both = pipeline.model.get_outputs_for_camera(camera)
+    torch.testing.assert_close(both["rgb"], plain["rgb"])
+    _, recon, _, _ = eval_setup(toy_nerf_run["recon"].get_base_dir() / "config.yml", test_mode="test")
+    torch.testing.assert_close(both["source_rgb"], recon.model.get_outputs_for_camera(camera)["rgb"])
+    torch.testing.assert_close(both["depth_change"], (both["depth"] - both["source_depth"]).abs())
+    assert not any("source" in k for k in pipeline.state_dict())
+    assert pipeline.show_source(False) == "source scene hidden" and pipeline.model.source_model is None
+
+
+def test_control_changes_are_acknowledged(toy_nerf_run, tmp_path):
+    from ids_nerf.nerf.controls import EditControls
+
+    guidance = copy.deepcopy(toy_nerf_run["edit"].pipeline.guidance)
+    controls = EditControls(guidance, live=True, method="ids")
+    elements = controls.elements()
+    assert {"edit_status", "edit_pause", "edit_guidance_scale", "edit_before_after"} <= set(elements)
+    trainer = type("T", (), {"step": 120, "base_dir": tmp_path, "edit_steps_total": 3000})()
+    controls.attach_trainer(trainer)
+    assert controls.step_done(119, 3000) == "step 120 of 3000 (2880 left)"
+    elements["edit_guidance_scale"].value = 12.5
+    controls._on_scale(elements["edit_guidance_scale"])
+    elements["edit_target_prompt"].value = "a green sphere"
+    controls._on_prompt(elements["edit_target_prompt"])
+    assert guidance.guidance_scale == 12.5 and controls.target_prompt == "a green sphere"
+    lines = (tmp_path / "edit_changes.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"step": 120, "field": "guidance_scale", "value": 12.5},
+        {"step": 120, "field": "target_prompt", "value": "a green sphere"},
+    ]
+    assert controls.step_done(120, 3000) == "step 121 of 3000 (2879 left); target_prompt = 'a green sphere' at step 120"

@@ -1,11 +1,19 @@
-"""Viewer controls of an edit: target prompt, guidance scale, FPR on/off, pause editing.
+"""Viewer panel of an edit.
 
-nerfstudio's viewer discovers ``ViewerElement`` attributes of the pipeline; their callbacks change the live guidance
-config (the ScoreDistiller reads it every step) or the trainer's state.
+nerfstudio's viewer discovers ``ViewerElement`` attributes of the pipeline. While an edit runs (``ns-train``), the
+panel holds the live controls (target prompt, guidance scale, FPR on/off, pause), a status line (editing step, steps
+left, the last change) and the before/after switch. Opened with ``ns-viewer`` on a finished run, it shows the run's
+prompts and method read-only, and the before/after switch.
+
+Every control change is acknowledged: printed on the console, written to tensorboard (text, with the step) and to
+``<run>/edit_changes.jsonl``, and shown in the status line.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerElement, ViewerNumber, ViewerText
@@ -17,18 +25,48 @@ if TYPE_CHECKING:
 class EditControls:
     """State shared between the viewer thread and the editing loop."""
 
-    def __init__(self, guidance: NerfGuidanceConfig) -> None:
+    def __init__(
+        self,
+        guidance: NerfGuidanceConfig,
+        live: bool,
+        method: str = "",
+        on_before_after: Callable[[bool], str] | None = None,
+    ) -> None:
         self.guidance = guidance
+        self.live = live
+        self.method = method
         self.target_prompt = guidance.trg_prompt
         self.trainer: Any = None
+        self.run_dir: Path | None = None
+        self.last_change = ""
+        self.on_before_after = on_before_after
+        self._status: ViewerText | None = None
 
     def attach_trainer(self, trainer: Any) -> None:
-        """Let the pause checkbox pause the trainer's loop."""
+        """Let the pause checkbox pause the trainer's loop; changes are logged in its run folder."""
         self.trainer = trainer
+        base_dir = getattr(trainer, "base_dir", None)
+        self.run_dir = Path(base_dir) if base_dir is not None else None
 
     def elements(self) -> dict[str, ViewerElement]:
         """Viewer elements to set as pipeline attributes (the attribute names are their tree paths)."""
+        before_after = ViewerCheckbox(
+            "Before/after: source scene",
+            False,
+            cb_hook=self._on_before_after,
+            hint="Also render the source scene (loaded now, frozen, never saved into the edit): outputs source_rgb, "
+            "source_depth and depth_change appear in the output list and the split screen.",
+        )
+        if not self.live:
+            return {
+                "edit_method": ViewerText("Method", self.method or "-", disabled=True),
+                "edit_source_prompt": ViewerText("Source prompt", self.guidance.src_prompt, disabled=True),
+                "edit_target_prompt": ViewerText("Target prompt", self.target_prompt, disabled=True),
+                "edit_before_after": before_after,
+            }
+        self._status = ViewerText("Editing", "starting", disabled=True, hint="Editing step, steps left, last change.")
         return {
+            "edit_status": self._status,
             "edit_target_prompt": ViewerText(
                 "Target prompt",
                 self.target_prompt,
@@ -50,18 +88,62 @@ class EditControls:
             "edit_pause": ViewerCheckbox(
                 "Pause editing", False, cb_hook=self._on_pause, hint="Stop editing steps; the scene stays viewable."
             ),
+            "edit_before_after": before_after,
         }
 
+    # ------------------------------------------------------------------ status
+    def step_done(self, step: int, total: int) -> str:
+        """Update the status line after editing step ``step`` of ``total`` (steps counted from 0); returns it."""
+        text = f"step {step + 1} of {total} ({max(0, total - step - 1)} left)"
+        if self.last_change:
+            text += f"; {self.last_change}"
+        if self._status is not None:
+            self._status.value = text
+        return text
+
+    def _step(self) -> int:
+        return int(getattr(self.trainer, "step", 0) or 0)
+
+    def log_change(self, field: str, value: Any) -> None:
+        """Acknowledge a control change: console, tensorboard text, edit_changes.jsonl, status line."""
+        from nerfstudio.utils import writer
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        step = self._step()
+        self.last_change = f"{field} = {value!r} at step {step}"
+        CONSOLE.print(f"[edit control] step {step}: {field} -> {value!r}")
+        for event_writer in writer.EVENT_WRITERS:
+            tb = getattr(event_writer, "tb_writer", None)
+            if tb is not None:
+                tb.add_text(f"Edit/{field}", str(value), step)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with (self.run_dir / "edit_changes.jsonl").open("a") as f:
+                f.write(json.dumps({"step": step, "field": field, "value": value}) + "\n")
+        if self._status is not None:
+            self._status.value = f"{self._status.value.split(';')[0]}; {self.last_change}"
+
+    # ------------------------------------------------------------------ callbacks
     def _on_prompt(self, element: ViewerText) -> None:
-        if element.value.strip():
+        if element.value.strip() and element.value != self.target_prompt:
             self.target_prompt = element.value
+            self.log_change("target_prompt", element.value)
 
     def _on_scale(self, element: ViewerNumber) -> None:
         self.guidance.guidance_scale = float(element.value)
+        self.log_change("guidance_scale", float(element.value))
 
     def _on_fpr(self, element: ViewerCheckbox) -> None:
         self.guidance.fpr.enabled = bool(element.value)
+        self.log_change("fpr", bool(element.value))
 
     def _on_pause(self, element: ViewerCheckbox) -> None:
         if self.trainer is not None:
             self.trainer.training_state = "paused" if element.value else "training"
+            self.log_change("paused", bool(element.value))
+
+    def _on_before_after(self, element: ViewerCheckbox) -> None:
+        if self.on_before_after is not None:
+            message = self.on_before_after(bool(element.value))
+            if self._status is not None:
+                self._status.value = f"{self._status.value.split(';')[0]}; {message}"

@@ -56,6 +56,28 @@ class IDSNerfactoModel(NerfactoModel):
                 stacklevel=2,
             )
 
+    def set_source_model(self, source: NerfactoModel | None) -> None:
+        """A frozen model of the source scene rendered next to this one (before/after), or None. Held outside the
+        module tree: never in ``state_dict()``, checkpoints or the optimizer."""
+        self.__dict__["_source_model"] = source
+
+    @property
+    def source_model(self) -> NerfactoModel | None:
+        """The frozen source model of :meth:`set_source_model`, if any."""
+        return self.__dict__.get("_source_model")
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera, obb_box=None):  # type: ignore[override]
+        """nerfacto's outputs; with a source model also ``source_rgb``, ``source_depth`` and ``depth_change``
+        (|edited depth - source depth|), which the viewer offers in its output list and split screen."""
+        outputs = super().get_outputs_for_camera(camera, obb_box=obb_box)
+        source = self.source_model
+        if source is not None:
+            before = source.get_outputs_for_camera(camera, obb_box=obb_box)
+            outputs["source_rgb"], outputs["source_depth"] = before["rgb"], before["depth"]
+            outputs["depth_change"] = (outputs["depth"] - before["depth"]).abs()
+        return outputs
+
     def get_image_metrics_and_images(self, outputs, batch):  # type: ignore[override]
         if self.lpips is not None:
             return super().get_image_metrics_and_images(outputs, batch)

@@ -10,6 +10,7 @@ only the scene, and ``ns-render``/``ns-eval``/``ns-export``/``ns-viewer`` never 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +98,9 @@ class IDSEditPipelineConfig(VanillaPipelineConfig):
     """Rendering of the edited view: resolution, ray chunks, downscale, views."""
     log_every: int = 50
     """Every N steps save a side-by-side (source photo | render | depth) under <run>/edit_progress and log it."""
+    source_checkpoint: Path | None = None
+    """The checkpoint the edit started from (set by the trainer, saved in config.yml): the viewer's before/after
+    switch renders it."""
 
 
 class IDSEditPipeline(VanillaPipeline):
@@ -119,7 +123,9 @@ class IDSEditPipeline(VanillaPipeline):
         self.__dict__["_src_latents"] = {}
         self.set_seed(42)  # nerfstudio's default --machine.seed; IDSEditTrainer sets the run's
         self.__dict__["progress_dir"] = None
-        self.__dict__["controls"] = EditControls(config.guidance)
+        self.__dict__["controls"] = EditControls(
+            config.guidance, live=test_mode == "val", method=self.method_name(), on_before_after=self.show_source
+        )
         for name, element in self.controls.elements().items():
             setattr(self, name, element)
 
@@ -166,6 +172,41 @@ class IDSEditPipeline(VanillaPipeline):
         self.__dict__["_current_view"] = int(state["current_view"])
         if state.get("distiller_generator") is not None:
             self.get_distiller().generator.set_state(state["distiller_generator"])
+
+    def method_name(self) -> str:
+        """The editing method of the guidance settings (``ids``, ``dds``, ...)."""
+        from ids_nerf.guidance.methods import method_name
+
+        g = self.config.guidance
+        try:
+            return method_name(g.score, g.fpr.enabled, g.fpr.jacobian)
+        except KeyError:
+            return g.score
+
+    def show_source(self, on: bool) -> str:
+        """Before/after: load (on) or drop (off) a frozen copy of the source scene that the model renders next to the
+        edit. Returns a one-line status (what it costs in memory)."""
+        if not on:
+            self.model.set_source_model(None)
+            return "source scene hidden"
+        if self.model.source_model is not None:
+            return "source scene shown"
+        checkpoint = self.config.source_checkpoint
+        if checkpoint is None or not Path(checkpoint).is_file():
+            return f"no source checkpoint to show ({checkpoint})"
+        from ids_nerf.nerf.checkpoints import register_safe_globals
+
+        register_safe_globals()
+        state = torch.load(checkpoint, map_location="cpu")
+        source = copy.deepcopy(self.model)
+        source.set_source_model(None)
+        weights = {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
+        source.update_to_step(int(state["step"]))
+        source.load_state_dict(weights)
+        source.eval().requires_grad_(False)
+        self.model.set_source_model(source)
+        megabytes = sum(t.numel() * t.element_size() for t in source.state_dict().values()) / 1e6
+        return f"source scene shown ({megabytes:.0f} MB of weights on {self.device})"
 
     # ----------------------------------------------------------------- lazy prior
     # Methods, not properties: nerfstudio's viewer getattr()s every public attribute of the pipeline.
@@ -282,6 +323,8 @@ class IDSEditPipeline(VanillaPipeline):
         if log_every > 0 and step % log_every == 0:
             self._log_progress(step, index, {k_: v.detach() for k_, v in rendered.items()})
         loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
+        trainer = self.controls.trainer
+        self.controls.step_done(step, getattr(trainer, "edit_steps_total", None) or step + 1)
         return loss_dict, metrics
 
     def _source_side(self, step: int, index: int, z_src: Tensor, cond_src: Tensor):

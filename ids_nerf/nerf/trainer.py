@@ -336,6 +336,9 @@ class IDSEditTrainer(Trainer):
             CONSOLE.print(source.note)
         self.source = source
         self.source_checkpoint: Path = source.checkpoint  # type: ignore[assignment]
+        self.edit_steps_total = config.max_num_iterations
+        if not source.resume:  # a resumed edit keeps the checkpoint its edit started from
+            config.pipeline.source_checkpoint = source.checkpoint
         self._resume_state: dict[str, Any] | None = None
         span_schedules(config)
         super().__init__(config, local_rank, world_size)
@@ -422,6 +425,13 @@ class IDSEditTrainer(Trainer):
             super().train()
         finally:
             self.config.max_num_iterations = total
+
+    def _update_viewer_state(self, step: int) -> None:
+        """nerfstudio's viewer update, plus the panel's step counter at every step (nerfstudio refreshes it only
+        when it re-renders, which a slow editing step may never reach)."""
+        super()._update_viewer_state(step)
+        if self.viewer_state is not None:
+            self.viewer_state.update_step(step)
 
     def save_checkpoint(self, step: int) -> None:
         """nerfstudio's checkpoint, plus the edit's random streams next to it (what a resumed edit continues)."""
