@@ -166,7 +166,7 @@ def test_viewer_controls_change_the_live_guidance():
     controls = EditControls(g, live=True)
     elements = controls.elements()
     live = {"edit_status", "edit_target_prompt", "edit_guidance_scale", "edit_fpr", "edit_pause", "edit_before_after"}
-    assert set(elements) == live
+    assert set(elements) == live | {"edit_before_after_status"}
 
     class _Stub:  # what a viewer element hands its callback
         def __init__(self, value):

@@ -41,6 +41,7 @@ class EditControls:
         self.last_change = ""
         self.on_before_after = on_before_after
         self._status: ViewerText | None = None
+        self._before_after_status: ViewerText | None = None
 
     def attach_trainer(self, trainer: Any) -> None:
         """Let the pause checkbox pause the trainer's loop; changes are logged in its run folder."""
@@ -57,12 +58,14 @@ class EditControls:
             hint="Also render the source scene (loaded now, frozen, never saved into the edit): outputs source_rgb, "
             "source_depth and depth_change appear in the output list and the split screen.",
         )
+        self._before_after_status = ViewerText("Source scene", "not loaded", disabled=True)
         if not self.live:
             return {
                 "edit_method": ViewerText("Method", self.method or "-", disabled=True),
                 "edit_source_prompt": ViewerText("Source prompt", self.guidance.src_prompt, disabled=True),
                 "edit_target_prompt": ViewerText("Target prompt", self.target_prompt, disabled=True),
                 "edit_before_after": before_after,
+                "edit_before_after_status": self._before_after_status,
             }
         self._status = ViewerText("Editing", "starting", disabled=True, hint="Editing step, steps left, last change.")
         return {
@@ -89,6 +92,7 @@ class EditControls:
                 "Pause editing", False, cb_hook=self._on_pause, hint="Stop editing steps; the scene stays viewable."
             ),
             "edit_before_after": before_after,
+            "edit_before_after_status": self._before_after_status,
         }
 
     # ------------------------------------------------------------------ status
@@ -145,5 +149,5 @@ class EditControls:
     def _on_before_after(self, element: ViewerCheckbox) -> None:
         if self.on_before_after is not None:
             message = self.on_before_after(bool(element.value))
-            if self._status is not None:
-                self._status.value = f"{self._status.value.split(';')[0]}; {message}"
+            if self._before_after_status is not None:
+                self._before_after_status.value = message
