@@ -45,6 +45,29 @@ def test_nerf_bench_times_every_phase_of_both_methods(tmp_path, tiny_prior_dir):
 def test_nerf_bench_rejects_unknown_methods():
     with pytest.raises(UserInputError, match="--methods"):
         run(NerfBenchConfig(methods=("ids",)))
+    with pytest.raises(UserInputError, match="P >= 1"):
+        run(NerfBenchConfig(methods=("ids-edit-p0",)))
+
+
+def test_nerf_bench_source_side_variants(tmp_path, tiny_prior_dir):
+    """ids-edit-p2: the view's pool is built in the first step; the next steps run no FPR."""
+    from ids_nerf.bench.nerf import parse_nerf_variant
+
+    assert parse_nerf_variant("ids-edit-k5-p4") == ("ids-edit", 5, 4)
+    assert parse_nerf_variant("pds-fpr-edit") == ("pds-fpr-edit", 1, None)
+    cfg = NerfBenchConfig(
+        methods=("ids-edit-p2",),
+        prior=PriorConfig(model=str(tiny_prior_dir)),
+        views=2,
+        width=40,
+        height=30,
+        small_nerfacto=True,
+        steps=2,
+        warmup=1,
+        device="cpu",
+    )
+    (row,) = run(cfg)["rows"]
+    assert row["method"] == "ids-edit-p2" and "fpr" not in row["phases"] and row["total_s"] == sum(row["step_s"])
 
 
 def test_phases_are_exclusive_and_free_when_not_recording():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -61,7 +62,9 @@ class NerfBenchConfig:
     """Time NeRF editing steps phase by phase (render, FPR, VAE, guidance, chunked backward, optimizer)."""
 
     methods: tuple[str, ...] = ("dds-edit", "ids-edit")
-    """ns-train editing methods to time, side by side (ids-edit, dds-edit, cds-edit, pds-edit, sds-edit, ...)."""
+    """ns-train editing methods to time, side by side (ids-edit, dds-edit, cds-edit, pds-edit, sds-edit, ...), with
+    optional source-side settings: `ids-edit-k5` (--pipeline.guidance.source.lookahead 5), `ids-edit-p4` (a pool of
+    4 source sides per view, --pipeline.guidance.source.pool 4), both: `ids-edit-k5-p4`."""
     data: Path | None = None
     """A scene folder (LLFF, Blender or nerfstudio data). None: generate --views forward-facing LLFF views."""
     views: int = 20
@@ -95,14 +98,28 @@ class NerfBenchConfig:
     """Folder for bench_nerf.json and bench_nerf.md (created; existing files are replaced)."""
 
 
-def _validate(cfg: NerfBenchConfig) -> None:
+_SOURCE_SIDE = re.compile(r"^(?P<method>.+?-edit)(?:-k(?P<k>\d+))?(?:-p(?P<p>\d+))?$")
+
+
+def parse_nerf_variant(name: str) -> tuple[str, int, int | None]:
+    """``ids-edit-k5-p4`` -> ("ids-edit", look-ahead 5, pool 4); raises UserInputError for an unknown method."""
     from ids_nerf.guidance.methods import NERF_METHODS
 
+    match = _SOURCE_SIDE.match(name)
+    if match is None or match["method"] not in NERF_METHODS:
+        raise UserInputError(
+            f"--methods: unknown editing method {name!r}; choose from {', '.join(NERF_METHODS)} (optionally with "
+            "-kK look-ahead and -pP pool per view)."
+        )
+    k, pool = int(match["k"] or 1), (int(match["p"]) if match["p"] else None)
+    if k < 1 or (pool is not None and pool < 1):
+        raise UserInputError(f"--methods {name}: -kK and -pP need K >= 1 and P >= 1.")
+    return match["method"], k, pool
+
+
+def _validate(cfg: NerfBenchConfig) -> None:
     for method in cfg.methods:
-        if method not in NERF_METHODS:
-            raise UserInputError(
-                f"--methods: unknown editing method {method!r}; choose from {', '.join(NERF_METHODS)}."
-            )
+        parse_nerf_variant(method)
     if cfg.steps < 1 or cfg.warmup < 0:
         raise UserInputError(f"--steps must be >= 1 and --warmup >= 0 (got {cfg.steps}, {cfg.warmup}).")
     if cfg.data is not None and not cfg.data.is_dir():
@@ -136,15 +153,19 @@ def _generate_scene(cfg: NerfBenchConfig, folder: Path) -> Path:
 
 
 def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, prior) -> dict[str, Any]:
+    from ids_nerf.guidance.config import SourceSideConfig
     from ids_nerf.nerf.demo import cpu_friendly_nerfacto
     from ids_nerf.nerf.standalone import build_edit
+
+    base, lookahead, pool = parse_nerf_variant(method)
 
     def configure(pipeline) -> None:
         pipeline.guidance.src_prompt, pipeline.guidance.trg_prompt = SRC_PROMPT, TRG_PROMPT
         pipeline.render.chunk_size, pipeline.log_every = cfg.render_chunk_size, 0
+        pipeline.guidance.source = SourceSideConfig(lookahead=lookahead, pool=pool)
 
     run = build_edit(
-        method,
+        base,
         data,
         device,
         load_dir=cfg.load_dir,
@@ -190,6 +211,7 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
         "guidance": pipe.config.guidance.name,
         "step_s": step_s,
         "median_s": statistics.median(step_s),
+        "total_s": sum(step_s),
         "first_step_s": first_s,
         "proposal_update_steps": updates,
         "phases": phases,
@@ -268,16 +290,17 @@ def markdown(result: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        "| method | render size | latent | chunks/view | first step s | proposal update steps | ratio to first |",
-        "|---|---|---|---|---|---|---|",
+        "| method | render size | latent | chunks/view | first step s | proposal update steps | ratio to first "
+        "| timed steps total s | total ratio to first |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    base = rows[0]["median_s"]
+    base, base_total = rows[0]["median_s"], rows[0]["total_s"]
     for r in rows:
         first = f"{r['first_step_s']:.2f}" if r["first_step_s"] is not None else "-"
         lines.append(
             f"| {r['method']} | {r['render_size'][0]}x{r['render_size'][1]} | {'x'.join(map(str, r['latent_shape']))} "
             f"| {r['chunks_per_view']} | {first} | {sum(r['proposal_update_steps'])}/{len(r['step_s'])} "
-            f"| {r['median_s'] / base:.2f}x |"
+            f"| {r['median_s'] / base:.2f}x | {r['total_s']:.1f} | {r['total_s'] / base_total:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
