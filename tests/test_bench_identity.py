@@ -139,6 +139,11 @@ def test_cycle_mode_edits_back_and_scores_the_round_trip(tmp_path, tiny_prior_di
     assert lo <= psnr <= hi and 5 < psnr < 60
     rescored = run(dataclasses.replace(cfg, reuse_edits=True))
     assert json.loads(json.dumps(rescored["cycle"])) == json.loads(json.dumps(cycle))
+    # forward edits of a run without --cycle: --cycle --reuse-edits computes only the round trips
+    plain = run(dataclasses.replace(cfg, out=tmp_path / "p", cycle=False))
+    assert plain["cycle"] == {}
+    later = run(dataclasses.replace(cfg, out=tmp_path / "p", reuse_edits=True))
+    assert json.loads(json.dumps(later["cycle"])) == json.loads(json.dumps(cycle))
 
 
 def test_cycle_metrics_of_a_perfect_round_trip():

@@ -301,7 +301,8 @@ class IdentityBenchConfig:
     cycle: bool = False
     """Also run the cycle test of the IDS paper (Fig. 3): edit every result back with the prompts swapped (B -> A,
     same method and settings) and measure how close the round trip comes to the source: PSNR and SSIM of the whole
-    image and the IoU of the object masks, per method, paired against dds."""
+    image and the IoU of the object masks, per method, paired against dds. With --reuse-edits, missing round trips
+    of the saved forward edits are computed."""
     reuse_edits: bool = False
     """Score the edits saved in ``--out/edits.npz`` by an earlier run (same suite options) instead of editing
     again, e.g. after a detector change; implies --overwrite of the tables."""
@@ -339,18 +340,23 @@ def run(cfg: IdentityBenchConfig) -> dict:
             edits[method], timing[method], diag = edit_suite(prior, cases, method, cfg, cfg.seed)
             if diag:
                 fpr_diag[method] = diag
-            if cfg.cycle:
-                back = [
-                    dataclasses.replace(c, src_prompt=c.trg_prompt, trg_prompt=c.src_prompt, image=e)
-                    for c, e in zip(cases, edits[method], strict=True)
-                ]
-                name = cycle_name(method)
-                edits[name], timing[name], _ = edit_suite(prior, back, method, cfg, cfg.seed + len(cases))
             # saved after every method: an interrupted run keeps what it finished (score it with --reuse-edits)
             np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
             (cfg.out / "results.partial.json").write_text(
                 json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
             )
+    for method in [m for m in cfg.methods if cfg.cycle and cycle_name(m) not in edits]:
+        # the round trip B -> A: also computed for forward edits reused from an earlier run (--reuse-edits)
+        back = [
+            dataclasses.replace(c, src_prompt=c.trg_prompt, trg_prompt=c.src_prompt, image=e)
+            for c, e in zip(cases, edits[method], strict=True)
+        ]
+        name = cycle_name(method)
+        edits[name], timing[name], _ = edit_suite(prior, back, method, cfg, cfg.seed + len(cases))
+        np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
+        (cfg.out / "results.partial.json").write_text(
+            json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
+        )
     rows = {m: [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[m], strict=True)] for m in cfg.methods}
     summary = summarize(cases, rows, cfg)
     paired = paired_differences(rows, cfg)
@@ -394,7 +400,7 @@ def load_edits(cfg: IdentityBenchConfig, sources: np.ndarray) -> tuple[dict[str,
     if not path.is_file():
         raise UserInputError(f"--reuse-edits: {path} not found; run once without --reuse-edits first.")
     saved = np.load(path)
-    names = [*cfg.methods, *(cycle_name(m) for m in cfg.methods if cfg.cycle)]
+    names = [*cfg.methods, *(cycle_name(m) for m in cfg.methods if cfg.cycle and cycle_name(m) in saved.files)]
     missing = [m for m in names if m not in saved.files]
     if missing:
         raise UserInputError(f"--reuse-edits: {path} has no edits for {missing}; it holds {saved.files[1:]}.")
