@@ -47,31 +47,17 @@ def branch_eps(
     cond_src: Tensor,
     cond_trg: Tensor,
     guidance_scale: float,
+    eps_src: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """CFG predictions of the source and target branches in one batched UNet call (no grad)."""
-    batch = z_t_src.shape[0]
-    cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
+    """CFG predictions of the source and target branches (no grad): both in one batched UNet call, or, when the
+    source branch's prediction ``eps_src`` at ``z_t_src`` was computed beforehand, the target branch alone."""
     with torch.no_grad():
+        if eps_src is not None:
+            return eps_src, den.eps(z_t_trg, t, cond_trg, guidance_scale)
+        batch = z_t_src.shape[0]
+        cond = torch.cat([cond_src.expand(batch, -1, -1), cond_trg.expand(batch, -1, -1)])
         e_src, e_trg = den.eps(torch.cat([z_t_src, z_t_trg]), repeat_t(t, 2), cond, guidance_scale).chunk(2)
     return e_src, e_trg
-
-
-def source_and_target_eps(
-    den: Denoiser,
-    z_t_src: Tensor,
-    z_t_trg: Tensor,
-    t: Tensor | int,
-    cond_src: Tensor,
-    cond_trg: Tensor,
-    guidance_scale: float,
-    eps_src: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """Source and target CFG predictions: both in one call (:func:`branch_eps`), or, when the source branch's
-    prediction ``eps_src`` at ``z_t_src`` was computed beforehand, the target branch alone (no grad)."""
-    if eps_src is None:
-        return branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale)
-    with torch.no_grad():
-        return eps_src, den.eps(z_t_trg, t, cond_trg, guidance_scale)
 
 
 def sds(
@@ -105,7 +91,7 @@ def dds(
     """DDS: ``eps_w(z_t_trg, y_trg, t) - eps_w(z_t_src, y_src, t)``, both branches in one batched call; with the
     source branch's prediction ``eps_src`` given (computed beforehand), only the target branch is evaluated."""
     z_t_trg = target_noisy_latent(den.alphas_cumprod, z_t_src, z_src, z_trg.detach(), t)
-    e_src, e_trg = source_and_target_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
+    e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
     return ScoreResult(grad=torch.nan_to_num(e_trg - e_src), eps_src=e_src)
 
 
@@ -147,7 +133,7 @@ def pds(
     sigma = ((1 - a_prev) / (1 - a_t) * beta_step).sqrt()
 
     z_t_trg = target_noisy_latent(acp, z_t_src, z_src, z_trg.detach(), t)
-    e_src, e_trg = source_and_target_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
+    e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
 
     def posterior_noise(x0: Tensor, x_t: Tensor, e: Tensor) -> Tensor:
         x_prev = add_noise(acp, x0, eps_prev, t_prev)
