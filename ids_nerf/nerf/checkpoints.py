@@ -67,3 +67,10 @@ def register_safe_globals() -> bool:
     if missing:
         serialization.add_safe_globals(missing)
     return True
+
+
+def load_checkpoint(path: Any) -> dict[str, Any]:
+    """A nerfstudio checkpoint (``step-<n>.ckpt``) on the CPU, through torch's weights-only loader with
+    :func:`register_safe_globals` applied."""
+    register_safe_globals()
+    return torch.load(path, map_location="cpu")

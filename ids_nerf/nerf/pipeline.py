@@ -194,10 +194,9 @@ class IDSEditPipeline(VanillaPipeline):
         checkpoint = self.config.source_checkpoint
         if checkpoint is None or not Path(checkpoint).is_file():
             return f"no source checkpoint to show ({checkpoint})"
-        from ids_nerf.nerf.checkpoints import register_safe_globals
+        from ids_nerf.nerf.checkpoints import load_checkpoint
 
-        register_safe_globals()
-        state = torch.load(checkpoint, map_location="cpu")
+        state = load_checkpoint(checkpoint)
         source = copy.deepcopy(self.model)
         source.set_source_model(None)
         weights = {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}

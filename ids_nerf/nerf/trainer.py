@@ -31,7 +31,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from ids_nerf.console import exit_on_user_error
 from ids_nerf.errors import UserError, UserInputError
-from ids_nerf.nerf.checkpoints import register_safe_globals
+from ids_nerf.nerf.checkpoints import load_checkpoint
 from ids_nerf.nerf.model import IDSNerfactoModelConfig
 from ids_nerf.nerf.pipeline import NERF_PRIOR_FLAGS, IDSEditPipelineConfig
 from ids_nerf.profiling import phase
@@ -72,7 +72,7 @@ class IDSEditTrainerConfig(TrainerConfig):
             apply_preset(self, load_preset(g.preset, "--pipeline.guidance.preset"), g.preset_data_root)
         source = locate_source(self)
         if source.resume:
-            adopt_edit_run(self, source.checkpoint)  # type: ignore[arg-type]
+            adopt_edit_run(self, source)
         validate_edit_config(self)
         if source.checkpoint is not None:
             if self.adopt_source_config and not source.resume:
@@ -103,6 +103,8 @@ class SourceScene:
     """The checkpoint to load; None: no reconstruction of --data yet, reconstruct first."""
     resume: bool = False
     """The checkpoint belongs to an interrupted edit, which continues."""
+    edit: Any = None
+    """With ``resume``: the interrupted edit's saved config (its config.yml)."""
     note: str = ""
     """One line for the console saying where the scene comes from (and how to choose another)."""
 
@@ -121,11 +123,12 @@ def locate_source(config: IDSEditTrainerConfig) -> SourceScene:
     newest finished reconstruction of --data under --output-dir, else none (reconstruct first)."""
     if config.load_dir is not None or config.load_checkpoint is not None:
         checkpoint = find_checkpoint(config)
-        if _edit_run_config(checkpoint) is None:
+        edit = _edit_run_config(checkpoint)
+        if edit is None:
             return SourceScene(checkpoint)
         if config.edit_anew:
             return SourceScene(checkpoint, note=f"Editing the edited scene of {checkpoint} anew (--edit-anew).")
-        return SourceScene(checkpoint, resume=True)
+        return SourceScene(checkpoint, resume=True, edit=edit)
     from ids_nerf.nerf.runs import find_reconstruction
 
     data = config.data or config.pipeline.datamanager.data
@@ -145,11 +148,11 @@ def locate_source(config: IDSEditTrainerConfig) -> SourceScene:
     )
 
 
-def adopt_edit_run(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
+def adopt_edit_run(config: IDSEditTrainerConfig, source: SourceScene) -> None:
     """Resuming an edit: take its pipeline (scene, prompts, guidance, render settings), seed, step count and
     optimizers from its config.yml. Prompts given on the command line must be the edit's own."""
-    edit = _edit_run_config(checkpoint)
-    assert edit is not None
+    edit, checkpoint = source.edit, source.checkpoint
+    assert edit is not None and checkpoint is not None
     run = checkpoint.parent.parent
     if edit.method_name != config.method_name:
         raise EditSetupError(
@@ -311,8 +314,7 @@ def _checkpoint_is_nerfacto(state: dict[str, Any]) -> bool:
 def load_source_scene(pipeline: Any, checkpoint: Path, method_name: str) -> int:
     """Load the nerfacto scene of ``checkpoint`` into ``pipeline``; returns the step it was saved at. Raises
     :class:`EditSetupError` for a checkpoint of another model."""
-    register_safe_globals()
-    state = torch.load(checkpoint, map_location="cpu")
+    state = load_checkpoint(checkpoint)
     if not _checkpoint_is_nerfacto(state):
         raise EditSetupError(
             f"{checkpoint} is not a nerfacto checkpoint (no field/proposal-network weights); {method_name} edits "
@@ -397,8 +399,7 @@ class IDSEditTrainer(Trainer):
         """Continue an interrupted edit: its scene, optimizer and scheduler states, step count and random streams."""
         from ids_nerf.nerf.resume import load_edit_state
 
-        register_safe_globals()
-        state = torch.load(self.source_checkpoint, map_location="cpu")
+        state = load_checkpoint(self.source_checkpoint)
         step, total = int(state["step"]), self.config.max_num_iterations
         with exit_on_user_error(f"ns-train {self.config.method_name}"):
             if step + 1 >= total:
