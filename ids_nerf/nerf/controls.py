@@ -38,6 +38,7 @@ class EditControls:
         self.target_prompt = guidance.trg_prompt
         self.trainer: Any = None
         self.run_dir: Path | None = None
+        self.progress = "starting"
         self.last_change = ""
         self.on_before_after = on_before_after
         self._status: ViewerText | None = None
@@ -67,7 +68,9 @@ class EditControls:
                 "edit_before_after": before_after,
                 "edit_before_after_status": self._before_after_status,
             }
-        self._status = ViewerText("Editing", "starting", disabled=True, hint="Editing step, steps left, last change.")
+        self._status = ViewerText(
+            "Editing", self.status(), disabled=True, hint="Editing step, steps left, last change."
+        )
         return {
             "edit_status": self._status,
             "edit_target_prompt": ViewerText(
@@ -96,14 +99,20 @@ class EditControls:
         }
 
     # ------------------------------------------------------------------ status
-    def step_done(self, step: int, total: int) -> str:
-        """Update the status line after editing step ``step`` of ``total`` (steps counted from 0); returns it."""
-        text = f"step {step + 1} of {total} ({max(0, total - step - 1)} left)"
-        if self.last_change:
-            text += f"; {self.last_change}"
+    def status(self) -> str:
+        """The status line: editing progress, then the last control change if any."""
+        return f"{self.progress}; {self.last_change}" if self.last_change else self.progress
+
+    def _show_status(self) -> str:
+        text = self.status()
         if self._status is not None:
             self._status.value = text
         return text
+
+    def step_done(self, step: int, total: int) -> str:
+        """Update the status line after editing step ``step`` of ``total`` (steps counted from 0); returns it."""
+        self.progress = f"step {step + 1} of {total} ({max(0, total - step - 1)} left)"
+        return self._show_status()
 
     def _step(self) -> int:
         return int(getattr(self.trainer, "step", 0) or 0)
@@ -124,8 +133,7 @@ class EditControls:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with (self.run_dir / "edit_changes.jsonl").open("a") as f:
                 f.write(json.dumps({"step": step, "field": field, "value": value}) + "\n")
-        if self._status is not None:
-            self._status.value = f"{self._status.value.split(';')[0]}; {self.last_change}"
+        self._show_status()
 
     # ------------------------------------------------------------------ callbacks
     def _on_prompt(self, element: ViewerText) -> None:
