@@ -424,14 +424,17 @@ def evaluate(cfg: RenderOptions | ImagesOptions) -> dict:
 
 
 def orbit_source(cfg: RenderOptions) -> Path | None:
-    """The source run of the orbit: --source-config, else the run the edited run loaded (its --load-dir), if any."""
+    """The source run of the orbit: --source-config, else the run of the checkpoint the edit started from (its
+    ``pipeline.source_checkpoint``, which a resumed edit keeps; for runs that lack it, its --load-dir), if any."""
     if cfg.source_config is not None:
         return cfg.source_config
     from ids_nerf.nerf.runs import read_run_config
 
     edited = read_run_config(cfg.load_config)
+    checkpoint = getattr(getattr(edited, "pipeline", None), "source_checkpoint", None)
     load_dir = getattr(edited, "load_dir", None)
-    candidate = Path(load_dir).parent / "config.yml" if load_dir is not None else None
+    models = Path(checkpoint).parent if checkpoint is not None else Path(load_dir) if load_dir is not None else None
+    candidate = models.parent / "config.yml" if models is not None else None
     return candidate if candidate is not None and candidate.is_file() else None
 
 
