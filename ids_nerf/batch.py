@@ -105,12 +105,9 @@ def reconstruction(cfg: BatchConfig, preset, data: Path) -> Path:
     if found is not None:
         print(f"[{preset.name}] reconstruction: {found.run} (reused)")
         return found.run / "config.yml"
-    template = copy.deepcopy(EDIT_METHODS[cfg.methods[0]].config)
-    _common(template, cfg, data, cfg.edit_steps)
-    template.experiment_name = data.name
-    recon = reconstruction_config(template, cfg.recon_steps)
+    recon = reconstruction_config(EDIT_METHODS[cfg.methods[0]].config, cfg.recon_steps)  # copies, never mutates
     _common(recon, cfg, data, cfg.recon_steps)
-    recon.viewer.quit_on_train_completion = True
+    recon.experiment_name = data.name
     if cfg.cpu_nerfacto:
         recon.pipeline.datamanager.train_num_rays_per_batch = recon.pipeline.datamanager.eval_num_rays_per_batch = 512
     print(f"[{preset.name}] reconstruction: none found, training {cfg.recon_steps} nerfacto steps")

@@ -331,6 +331,14 @@ def run(cfg: IdentityBenchConfig) -> dict:
     sources = np.stack([c.image for c in cases])
     timing: dict[str, float] = {}
     fpr_diag: dict[str, dict[str, float]] = {}
+
+    def save_progress() -> None:
+        """After every method: an interrupted run keeps what it finished (score it with --reuse-edits)."""
+        np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
+        (cfg.out / "results.partial.json").write_text(
+            json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
+        )
+
     if cfg.reuse_edits:
         edits, previous = load_edits(cfg, sources)
         timing, fpr_diag = previous.get("seconds_per_method", {}), previous.get("fpr_diagnostics", {})
@@ -340,11 +348,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
             edits[method], timing[method], diag = edit_suite(prior, cases, method, cfg, cfg.seed)
             if diag:
                 fpr_diag[method] = diag
-            # saved after every method: an interrupted run keeps what it finished (score it with --reuse-edits)
-            np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
-            (cfg.out / "results.partial.json").write_text(
-                json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
-            )
+            save_progress()
     for method in [m for m in cfg.methods if cfg.cycle and cycle_name(m) not in edits]:
         # the round trip B -> A: also computed for forward edits reused from an earlier run (--reuse-edits)
         back = [
@@ -353,10 +357,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
         ]
         name = cycle_name(method)
         edits[name], timing[name], _ = edit_suite(prior, back, method, cfg, cfg.seed + len(cases))
-        np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
-        (cfg.out / "results.partial.json").write_text(
-            json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
-        )
+        save_progress()
     rows = {m: [edit_metrics(c, e, cfg.bg_window) for c, e in zip(cases, edits[m], strict=True)] for m in cfg.methods}
     summary = summarize(cases, rows, cfg)
     paired = paired_differences(rows, cfg)

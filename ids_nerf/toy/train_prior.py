@@ -112,13 +112,11 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
 
     if init is None:
         vae, timings["vae"] = stages.train_vae(cfg, images, work)
-        init_weights = None
     else:
-        vae, init_weights = init
-        timings["vae"] = {"wall": 0.0, "cpu": 0.0}
-        print(f"continuing from {cfg.init_from} (weights {init_weights.fingerprint}, run {init_weights.round + 1})")
+        vae, timings["vae"] = init.vae, {"wall": 0.0, "cpu": 0.0}
+        print(f"continuing from {cfg.init_from} (weights {init.fingerprint}, run {init.round + 1})")
 
-    lat = stages.load_latents(cfg, vae, images, work, init[1] if init is not None else None)
+    lat = stages.load_latents(cfg, vae, images, work, init)
     means, stds, scaling_factor = lat["means"], lat["stds"], float(lat["scaling_factor"])
     timings["encode"] = dict(lat["seconds"])
     if init is None:
@@ -143,7 +141,7 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
     caption_ids = torch.tensor([lookup[c] for c in captions] * 2)  # the mirrored copies share captions
     evaluate = _in_training_evaluator(cfg, vae, work) if cfg.eval_every > 0 else None
     text_encoder, unet, unet_info = stages.train_unet(
-        cfg, means, stds, caption_ids, tokens, len(unique), scaling_factor, work, evaluate, init_weights
+        cfg, means, stds, caption_ids, tokens, len(unique), scaling_factor, work, evaluate, init
     )
     timings["unet"] = dict(unet_info["seconds"])
 
@@ -187,9 +185,9 @@ _RUN_FIELDS = ("command", "config", "seconds", "unet_final_loss", "eval_history"
 """What ``train_log.json`` keeps of every training run, in its ``runs`` list (oldest first)."""
 
 
-def _load_init(cfg: TrainPriorConfig) -> tuple[tuple[nn.Module, Any] | None, list[dict[str, Any]]]:
-    """With ``--init-from``: (the folder's VAE, its :class:`~ids_nerf.toy.train_stages.InitWeights`) and the runs
-    of its ``train_log.json`` (read before ``--out``, which may be the same folder, is replaced); else (None, [])."""
+def _load_init(cfg: TrainPriorConfig) -> tuple[Any, list[dict[str, Any]]]:
+    """With ``--init-from``: the folder's :class:`~ids_nerf.toy.train_stages.InitWeights` and the runs of its
+    ``train_log.json`` (read before ``--out``, which may be the same folder, is replaced); else (None, [])."""
     if cfg.init_from is None:
         return None, []
     from ids_nerf.toy.models import load_pipeline, weights_fingerprint
@@ -217,7 +215,7 @@ def _load_init(cfg: TrainPriorConfig) -> tuple[tuple[nn.Module, Any] | None, lis
     wrong = [f"{flag} {mine} (the folder's: {theirs})" for flag, (theirs, mine) in expected.items() if theirs != mine]
     if wrong:
         raise UserInputError(f"--init-from {folder}: architecture options differ from the folder's: {'; '.join(wrong)}")
-    return (vae, InitWeights(text_encoder, unet, weights_fingerprint(folder), max(1, len(previous)))), previous
+    return InitWeights(vae, text_encoder, unet, weights_fingerprint(folder), max(1, len(previous))), previous
 
 
 def _folder_size_mb(path: Path) -> float:

@@ -187,8 +187,10 @@ def finetune_decoder(
 
 @dataclass
 class InitWeights:
-    """Trained weights a continued UNet stage starts from (``--init-from``)."""
+    """Trained weights a continued training starts from (``--init-from``)."""
 
+    vae: nn.Module
+    """The folder's VAE (float32), kept as it is: the VAE and decoder stages are skipped."""
     text_encoder: nn.Module
     """The folder's text encoder (float32)."""
     unet: nn.Module
