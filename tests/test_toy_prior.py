@@ -190,6 +190,14 @@ def test_train_prior_end_to_end_smoke(tmp_path):
     with pytest.raises(UserInputError, match="--unet-channels"):
         main(dataclasses.replace(more, unet_channels=(16, 16, 16)))
 
+    # continue with other GroupNorm groups: same weights regrouped, then trained; a width they don't divide is refused
+    regrouped = dataclasses.replace(more, init_from=more.out, out=tmp_path / "prior-g4", unet_norm_groups=4)
+    log3 = main(regrouped)
+    assert DiffusionPrior(PriorConfig(model=str(regrouped.out), device="cpu")).unet.config.norm_num_groups == 4
+    assert [r["config"]["unet_norm_groups"] for r in log3["runs"]] == [8, 8, 4]
+    with pytest.raises(UserInputError, match="--unet-norm-groups 3"):
+        main(dataclasses.replace(regrouped, unet_norm_groups=3))
+
 
 # ----------------------------------------------------------------------------------------------- training pieces
 

@@ -65,11 +65,17 @@ def build_text_encoder(hidden_size: int, layers: int, heads: int, intermediate_s
 
 
 def build_unet(
-    channels: tuple[int, ...], layers_per_block: int, head_dim: int, cross_attention_dim: int, latent_size: int
+    channels: tuple[int, ...],
+    layers_per_block: int,
+    head_dim: int,
+    cross_attention_dim: int,
+    latent_size: int,
+    norm_groups: int | None = None,
 ) -> UNet2DConditionModel:
     """SD-layout UNet2DConditionModel: CrossAttnDownBlock2D ... DownBlock2D / UpBlock2D, CrossAttnUpBlock2D ...
 
-    ``head_dim`` channels per attention head; cross-attention in every block but the lowest-resolution one.
+    ``head_dim`` channels per attention head; cross-attention in every block but the lowest-resolution one;
+    ``norm_groups`` GroupNorm groups (default: the most, up to 32, that divide every width).
     """
     n = len(channels)
     heads = tuple(max(1, c // head_dim) for c in channels)
@@ -83,7 +89,7 @@ def build_unet(
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=heads,  # diffusers' legacy name: the number of heads per block
-        norm_num_groups=_groups(channels),
+        norm_num_groups=norm_groups or _groups(channels),
     )
 
 
@@ -96,6 +102,16 @@ def build_tokenizer() -> CLIPTokenizer:
 def build_scheduler() -> DDIMScheduler:
     """DDIM with SD 1.x's ``scaled_linear`` betas (0.00085 -> 0.012, 1000 steps, epsilon prediction)."""
     return DDIMScheduler(**SCHEDULER_CONFIG)
+
+
+def regroup_unet(unet: UNet2DConditionModel, norm_groups: int) -> UNet2DConditionModel:
+    """``unet`` with ``norm_groups`` GroupNorm groups and the same weights (GroupNorm's parameters are per channel,
+    so every tensor keeps its shape; the function changes, and training adapts to it)."""
+    if unet.config.norm_num_groups == norm_groups:
+        return unet
+    regrouped = UNet2DConditionModel.from_config({**unet.config, "norm_num_groups": norm_groups})
+    regrouped.load_state_dict(unet.state_dict())
+    return regrouped.to(unet.dtype).train(unet.training)
 
 
 def n_params(module: nn.Module) -> int:

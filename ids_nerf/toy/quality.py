@@ -107,18 +107,21 @@ def sample(
     seed: int = 0,
     batch_size: int = 50,
     progress: bool = True,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DDIM samples (eta 0) of a :class:`~ids_nerf.guidance.prior.DiffusionPrior`, images (N, 3, H, W) in [0, 1].
 
-    The initial noise of sample ``i`` depends only on ``seed`` and ``i`` (not on ``batch_size``).
+    The initial noise of sample ``i`` depends only on ``seed`` and ``i`` (not on ``batch_size``); ``noise``
+    (N, C, h, w) replaces it (:mod:`ids_nerf.toy.diagnose` starts from altered noise).
     """
     from diffusers import DDIMScheduler  # diffusers takes seconds to import; only sampling needs it
 
     scheduler = DDIMScheduler.from_config(prior.scheduler.config)
     scheduler.set_timesteps(steps)
     c, h, w = prior.latent_shape(prior.resolution, prior.resolution)
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(len(prompts), c, h, w, generator=gen) * scheduler.init_noise_sigma
+    if noise is None:
+        noise = torch.randn(len(prompts), c, h, w, generator=torch.Generator().manual_seed(seed))
+    noise = noise * scheduler.init_noise_sigma
     images = []
     chunks = range(0, len(prompts), batch_size)
     for s in tqdm(chunks, desc="sampling", leave=False, disable=not progress):

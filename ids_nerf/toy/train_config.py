@@ -79,6 +79,12 @@ class TrainPriorConfig:
     """ResNet (+ transformer) layers per UNet block."""
     unet_head_dim: int = 32
     """Channels per attention head in the UNet."""
+    unet_norm_groups: int = 8
+    """GroupNorm groups of the UNet (must divide every width of ``unet_channels``). With one channel per group
+    (32 groups on 32 channels, the first runs of the shipped weights) GroupNorm removes every channel's spatial
+    mean and the UNet cannot see the mean of its input's channels: from pure noise it then reads the random mean
+    of the 16x16 starting noise as image content (x0 channel means = 13 x noise means at t=981). With
+    ``--init-from`` a different value regroups the folder's UNet (same weights) and trains it on."""
     unet_steps: int = 3500
     """Steps of the joint text-encoder + UNet training."""
     unet_batch_size: int = 32

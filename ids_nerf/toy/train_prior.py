@@ -93,6 +93,11 @@ def main(cfg: TrainPriorConfig) -> dict[str, Any]:
     """
     if cfg.seed == HOLDOUT_SEED:
         raise UserInputError(f"seed {HOLDOUT_SEED} is reserved for the held-out images; choose another seed.")
+    if cfg.unet_norm_groups < 1 or any(c % cfg.unet_norm_groups for c in cfg.unet_channels):
+        raise UserInputError(
+            f"--unet-norm-groups {cfg.unet_norm_groups} must divide every --unet-channels width "
+            f"{' '.join(map(str, cfg.unet_channels))}; e.g. 8."
+        )
     # diffusers, transformers and accelerate take ~10 s to import: only when training starts, not for `--help`
     from ids_nerf.toy import train_stages as stages
     from ids_nerf.toy.models import build_tokenizer, n_params, save_pipeline
@@ -190,7 +195,7 @@ def _load_init(cfg: TrainPriorConfig) -> tuple[Any, list[dict[str, Any]]]:
     ``train_log.json`` (read before ``--out``, which may be the same folder, is replaced); else (None, [])."""
     if cfg.init_from is None:
         return None, []
-    from ids_nerf.toy.models import load_pipeline, weights_fingerprint
+    from ids_nerf.toy.models import load_pipeline, regroup_unet, weights_fingerprint
     from ids_nerf.toy.train_stages import InitWeights
 
     folder = Path(cfg.init_from)
@@ -204,6 +209,8 @@ def _load_init(cfg: TrainPriorConfig) -> tuple[Any, list[dict[str, Any]]]:
     if log_file.is_file():
         old = json.loads(log_file.read_text())
         previous = old.get("runs") or [{k: old[k] for k in _RUN_FIELDS if k in old}]
+        for run in previous:  # runs older than the option had the one-channel-per-group default
+            run.get("config", {}).setdefault("unet_norm_groups", 32)
     vae, text_encoder, unet = load_pipeline(folder)
     expected = {
         "--vae-channels": (tuple(vae.config.block_out_channels), cfg.vae_channels),
@@ -215,6 +222,7 @@ def _load_init(cfg: TrainPriorConfig) -> tuple[Any, list[dict[str, Any]]]:
     wrong = [f"{flag} {mine} (the folder's: {theirs})" for flag, (theirs, mine) in expected.items() if theirs != mine]
     if wrong:
         raise UserInputError(f"--init-from {folder}: architecture options differ from the folder's: {'; '.join(wrong)}")
+    unet = regroup_unet(unet, cfg.unet_norm_groups)
     return InitWeights(vae, text_encoder, unet, weights_fingerprint(folder), max(1, len(previous))), previous
 
 

@@ -240,7 +240,12 @@ def train_unet(
             return copy.deepcopy(init.text_encoder), copy.deepcopy(init.unet)
         te = build_text_encoder(cfg.text_hidden_size, cfg.text_layers, cfg.text_heads, cfg.text_intermediate_size)
         un = build_unet(
-            cfg.unet_channels, cfg.unet_layers_per_block, cfg.unet_head_dim, cfg.text_hidden_size, latent_size
+            cfg.unet_channels,
+            cfg.unet_layers_per_block,
+            cfg.unet_head_dim,
+            cfg.text_hidden_size,
+            latent_size,
+            cfg.unet_norm_groups,
         )
         return te, un
 
