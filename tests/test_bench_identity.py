@@ -76,12 +76,31 @@ def test_tiny_end_to_end_writes_tables_and_grid(tmp_path, tiny_prior_dir):
     assert set(edits.files) == {"source", "dds", "ids"} and edits["ids"].shape == edits["source"].shape
     assert edits["source"].shape[0] == 3 and edits["source"].dtype == np.uint8
     rescored = run(dataclasses.replace(cfg, reuse_edits=True, methods=("ids",)))
+    assert set(np.load(tmp_path / "b" / "edits.npz").files) == {"source", "dds", "ids"}  # none lost by rescoring
     np.testing.assert_equal(json.loads(json.dumps(rescored["summary"]["ids"])), saved["summary"]["ids"])
     assert rescored["seconds_per_method"] == saved["seconds_per_method"]
     with pytest.raises(UserInputError, match="not this suite"):
         run(dataclasses.replace(cfg, reuse_edits=True, seed=1))
     with pytest.raises(UserInputError, match="no edits for"):
         run(dataclasses.replace(cfg, reuse_edits=True, methods=("sds",)))
+    # methods edited in separate runs (e.g. parallel processes) are scored together with --merge
+    sds = run(dataclasses.replace(cfg, out=tmp_path / "other", methods=("sds",)))
+    merged = run(
+        dataclasses.replace(
+            cfg,
+            out=tmp_path / "m",
+            methods=("sds", "dds", "ids"),
+            reuse_edits=True,
+            merge=(tmp_path / "b", tmp_path / "other"),
+        )
+    )
+    assert set(merged["seconds_per_method"]) == {"sds", "dds", "ids"} and set(merged["paired_vs_dds"]) == {"sds", "ids"}
+    np.testing.assert_equal(
+        json.loads(json.dumps(merged["summary"]["sds"])), json.loads(json.dumps(sds["summary"]["sds"]))
+    )
+    assert set(np.load(tmp_path / "m" / "edits.npz").files) == {"source", "sds", "dds", "ids"}
+    with pytest.raises(UserInputError, match="--merge"):
+        run(dataclasses.replace(cfg, out=tmp_path / "n", merge=(tmp_path / "b",)))
 
 
 def test_source_side_settings_are_compared_with_their_exact_method(tmp_path, tiny_prior_dir):

@@ -306,6 +306,9 @@ class IdentityBenchConfig:
     reuse_edits: bool = False
     """Score the edits saved in ``--out/edits.npz`` by an earlier run (same suite options) instead of editing
     again, e.g. after a detector change; implies --overwrite of the tables."""
+    merge: tuple[Path, ...] = ()
+    """With --reuse-edits: also take the edits (and their timings) saved in these other --out folders of the same
+    suite, e.g. of methods run in parallel processes; --out/edits.npz then holds them all."""
 
 
 def run(cfg: IdentityBenchConfig) -> dict:
@@ -319,6 +322,8 @@ def run(cfg: IdentityBenchConfig) -> dict:
         except UserInputError as err:
             text = str(err)
             raise UserInputError(text if text.startswith("--methods") else f"--methods {name}: {text}") from None
+    if cfg.merge and not cfg.reuse_edits:
+        raise UserInputError("--merge takes the edits of earlier runs: pass it with --reuse-edits.")
     earlier = [f for f in ("results.json", "edits.npz") if (cfg.out / f).exists()]
     if earlier and not (cfg.overwrite or cfg.reuse_edits):
         raise UserInputError(
@@ -340,8 +345,8 @@ def run(cfg: IdentityBenchConfig) -> dict:
         )
 
     if cfg.reuse_edits:
-        edits, previous = load_edits(cfg, sources)
-        timing, fpr_diag = previous.get("seconds_per_method", {}), previous.get("fpr_diagnostics", {})
+        edits, timing, fpr_diag = load_edits(cfg, sources)
+        save_progress()
     else:
         edits = {}
         for method in tqdm(cfg.methods, desc="methods"):
@@ -395,24 +400,37 @@ def run(cfg: IdentityBenchConfig) -> dict:
     return result
 
 
-def load_edits(cfg: IdentityBenchConfig, sources: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """The edits of an earlier run in ``cfg.out`` (checked against this suite's ``sources``) and its results."""
-    path = cfg.out / "edits.npz"
-    if not path.is_file():
-        raise UserInputError(f"--reuse-edits: {path} not found; run once without --reuse-edits first.")
-    saved = np.load(path)
-    names = [*cfg.methods, *(cycle_name(m) for m in cfg.methods if cfg.cycle and cycle_name(m) in saved.files)]
-    missing = [m for m in names if m not in saved.files]
+def load_edits(
+    cfg: IdentityBenchConfig, sources: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, dict[str, float]]]:
+    """Every edit saved in ``cfg.out`` and the ``--merge`` folders by earlier runs of this suite (their sources are
+    checked against ``sources``; a later folder's edits of a method replace an earlier one's), with their seconds
+    per method and FPR diagnostics. Saved back to ``cfg.out`` whole, so rescoring a subset of methods loses none."""
+    edits: dict[str, np.ndarray] = {}
+    timing: dict[str, float] = {}
+    fpr_diag: dict[str, dict[str, float]] = {}
+    for folder in [cfg.out, *cfg.merge]:
+        path = folder / "edits.npz"
+        if not path.is_file():
+            if folder == cfg.out and cfg.merge:
+                continue  # a fresh --out for the merged results
+            flag = "--reuse-edits" if folder == cfg.out else f"--merge {folder}"
+            raise UserInputError(f"{flag}: {path} not found; run once without --reuse-edits first.")
+        saved = np.load(path)
+        if not np.array_equal(saved["source"], sources):
+            raise UserInputError(
+                f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
+                "--n-per-kind and --prior as the run that wrote it."
+            )
+        edits.update({m: saved[m] for m in saved.files if m != "source"})
+        results = next((f for f in (folder / "results.json", folder / "results.partial.json") if f.is_file()), None)
+        previous = json.loads(results.read_text()) if results is not None else {}
+        timing.update(previous.get("seconds_per_method", {}))
+        fpr_diag.update(previous.get("fpr_diagnostics", {}))
+    missing = [m for m in cfg.methods if m not in edits]
     if missing:
-        raise UserInputError(f"--reuse-edits: {path} has no edits for {missing}; it holds {saved.files[1:]}.")
-    if not np.array_equal(saved["source"], sources):
-        raise UserInputError(
-            f"--reuse-edits: the sources in {path} are not this suite's; use the same --seed, "
-            "--n-per-kind and --prior as the run that wrote it."
-        )
-    results = next((f for f in (cfg.out / "results.json", cfg.out / "results.partial.json") if f.is_file()), None)
-    previous = json.loads(results.read_text()) if results is not None else {}
-    return {m: saved[m] for m in names}, previous
+        raise UserInputError(f"--reuse-edits: no edits for {missing} in {cfg.out} or --merge; found {sorted(edits)}.")
+    return edits, timing, fpr_diag
 
 
 def summarize(cases: list[EditCase], rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:
