@@ -15,6 +15,11 @@ new ``train_log.json`` lists every run's command and stage times in order, so th
     python -m ids_nerf.toy.train_prior --init-from ids_nerf/toy/weights/toy-prior --unet-steps 5000 \
         --out ids_nerf/toy/weights/toy-prior --seed 0
 
+The shipped weights are three runs (``runs`` in ``train_log.json``): 3,500 UNet steps from scratch and 5,000 more,
+both with one channel per GroupNorm group (run them with ``--unet-norm-groups 32``, the option came later and its
+default is now 8), then 1,000 steps regrouped to ``--unet-norm-groups 8``, the run that made the samples follow
+their prompts (see :mod:`ids_nerf.toy.diagnose` and the README).
+
 Stages (wall times are printed and written to ``<out>/train_log.json``):
 
 1. **data**: ``n_train`` captioned 64x64 scenes from :func:`ids_nerf.toy.generation.generate_one` (seed ``seed``;
