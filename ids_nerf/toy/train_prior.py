@@ -1,13 +1,13 @@
 """Train the bundled toy prior from scratch on the toy world: a tiny Stable-Diffusion-architecture pipeline.
 
-One command reproduces ``ids_nerf/toy/weights/toy-prior/``::
+One command trains a prior from scratch (the first of the three runs behind ``ids_nerf/toy/weights/toy-prior/``,
+listed below)::
 
     python -m ids_nerf.toy.train_prior --out ids_nerf/toy/weights/toy-prior --seed 0
 
-The shipped weights took 2 h 29 min of wall-clock time on the 2-core development VM, which other jobs shared
-(stage times in ``train_log.json``: data 332 s, vae 1,798 s, encode 350 s, decoder 406 s, unet 6,081 s; the UNet
-stage alone is ~1.24 s/step when it has both cores, 72 min for its 3,500 steps). That is over the 90-minute
-target; no GPU was available to train on.
+From scratch, the first shipped weights took 2 h 29 min of wall-clock time on the 2-core development VM, which
+other jobs shared (stage times in ``train_log.json``: data 332 s, vae 1,798 s, encode 350 s, decoder 406 s, unet
+6,081 s; the UNet stage alone is ~0.75-1.2 s/step when it has both cores). No GPU was available to train on.
 
 To train the shipped weights further (the VAE kept, text encoder + UNet for more steps with a fresh warm-up; the
 new ``train_log.json`` lists every run's command and stage times in order, so the weights are reproducible from it)::
