@@ -55,6 +55,8 @@ def test_nerf_bench_source_side_variants(tmp_path, tiny_prior_dir):
 
     assert parse_nerf_variant("ids-edit-k5-p4") == ("ids-edit", 5, 4)
     assert parse_nerf_variant("pds-fpr-edit") == ("pds-fpr-edit", 1, None)
+    with pytest.raises(UserInputError, match="--methods cds-edit-k2: .*not available for cds"):
+        parse_nerf_variant("cds-edit-k2")  # refused while parsing, not after the reconstruction
     cfg = NerfBenchConfig(
         methods=("ids-edit-p2",),
         prior=PriorConfig(model=str(tiny_prior_dir)),

@@ -114,6 +114,12 @@ def parse_nerf_variant(name: str) -> tuple[str, int, int | None]:
     k, pool = int(match["k"] or 1), (int(match["p"]) if match["p"] else None)
     if k < 1 or (pool is not None and pool < 1):
         raise UserInputError(f"--methods {name}: -kK and -pP need K >= 1 and P >= 1.")
+    from ids_nerf.guidance.config import SourceSideConfig
+
+    try:  # e.g. cds draws its patches inside each step: no look-ahead, no pool
+        SourceSideConfig(lookahead=k, pool=pool).check(NERF_METHODS[match["method"]].score)
+    except UserInputError as err:
+        raise UserInputError(f"--methods {name}: {err}") from None
     return match["method"], k, pool
 
 
