@@ -63,7 +63,7 @@ def test_diagnose_runs_on_the_tiny_prior(tmp_path, capsys):
         threads=1,
     )
     out = run_diagnose(cfg)
-    assert out["detector_ceiling"]["real"]["color"] == 1.0  # the detectors read rendered scenes exactly
+    assert out["detector_ceiling"]["real"]["color_accuracy"] == 1.0  # the detectors read rendered scenes exactly
     assert [r["t"] for r in out["loss_by_timestep"]] == [100, 900]
     assert all(r["own"] > 0 and r["empty"] > 0 for r in out["loss_by_timestep"])
     assert [r["t"] for r in out["noise_mean_gain"]] == [501, 1] and set(out["mean_start_counterfactual"]) == {

@@ -33,9 +33,8 @@ from torch import Tensor
 
 from ids_nerf.console import run_console
 from ids_nerf.guidance.prior import PriorConfig
-from ids_nerf.toy.detectors import dominant_color, shape_class
 from ids_nerf.toy.generation import GenerationConfig, generate_one
-from ids_nerf.toy.quality import sample, score, single_object_prompts, to_uint8_images, vae_round_trip
+from ids_nerf.toy.quality import PromptSpec, sample, score, single_object_prompts, to_uint8_images
 from ids_nerf.toy.scene_spec import SHAPES
 from ids_nerf.toy.training_data import HOLDOUT_SEED
 
@@ -66,25 +65,22 @@ class DiagnoseConfig:
     """Torch CPU threads."""
 
 
-def held_out_single_objects(n: int, size: int = 64) -> tuple[np.ndarray, list[str], list[str], list[str]]:
-    """The first ``n`` single-object held-out scenes: uint8 images (n, size, size, 3), captions, colours, shapes."""
-    images, captions, colors, shapes = [], [], [], []
+def held_out_single_objects(n: int, size: int = 64) -> tuple[np.ndarray, list[PromptSpec]]:
+    """The first ``n`` single-object held-out scenes: uint8 images (n, size, size, 3) and, per image, its caption
+    with the colour, shape and floor it shows (what :func:`~ids_nerf.toy.quality.score` checks)."""
+    images, specs = [], []
     for i in range(n):
         img, cap, meta = generate_one(i, size, HOLDOUT_SEED, GenerationConfig(n_objects=1))
         obj = meta["scene"]["objects"][0]
         images.append(img)
-        captions.append(cap)
-        colors.append(obj["color"])
-        shapes.append(obj["shape"])
-    return np.stack(images), captions, colors, shapes
+        specs.append(PromptSpec(cap, obj["color"], obj["shape"], meta["scene"]["floor"]))
+    return np.stack(images), specs
 
 
-def detector_accuracy(images: np.ndarray, colors: list[str], shapes: list[str]) -> dict[str, Any]:
-    """Share of uint8 images whose detected colour and shape are the true ones, and the shape share per shape."""
-    color_ok = [dominant_color(im) == c for im, c in zip(images, colors, strict=True)]
-    shape_ok = [shape_class(im) == s for im, s in zip(images, shapes, strict=True)]
-    by_shape = {k: float(np.mean([ok for ok, s in zip(shape_ok, shapes, strict=True) if s == k])) for k in set(shapes)}
-    return {"color": float(np.mean(color_ok)), "shape": float(np.mean(shape_ok)), "shape_by_shape": by_shape}
+def _accuracy(images: np.ndarray, specs: list[PromptSpec]) -> dict[str, float]:
+    """Colour and shape accuracy of the detectors (:func:`~ids_nerf.toy.quality.score`) on uint8 images."""
+    res = score(images, specs)
+    return {k: res[k] for k in ("color_accuracy", "shape_accuracy")}
 
 
 def other_shape_caption(caption: str, shape: str) -> str:
@@ -176,21 +172,25 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     prior = DiffusionPrior(cfg.prior)
-    images, captions, colors, shapes = held_out_single_objects(cfg.n_images, prior.resolution)
+    images, held_out = held_out_single_objects(cfg.n_images, prior.resolution)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    with torch.no_grad():
-        batches = [x[s : s + 100].to(prior.device) for s in range(0, len(x), 100)]
-        latents = torch.cat([prior.encode(b).float().cpu() for b in batches])
-    round_trip = vae_round_trip(prior, images)
+    encoded, decoded = [], []
+    with torch.no_grad():  # encoded once: the latents of the loss by timestep, decoded for the round trip
+        for s in range(0, len(x), 100):
+            z = prior.encode(x[s : s + 100].to(prior.device))
+            encoded.append(z.float().cpu())
+            decoded.append(prior.decode(z).float().cpu())
+    latents = torch.cat(encoded)
     out: dict[str, Any] = {
         "prior": cfg.prior.model,
         "detector_ceiling": {
-            "real": detector_accuracy(images, colors, shapes),
-            "vae_round_trip": detector_accuracy(round_trip, colors, shapes),
+            "real": _accuracy(images, held_out),
+            "vae_round_trip": _accuracy(to_uint8_images(torch.cat(decoded)), held_out),
         },
     }
+    captions = [h.prompt for h in held_out]
     named = {"own": captions, "empty": [""] * len(captions)}
-    named["other_shape"] = [other_shape_caption(c, s) for c, s in zip(captions, shapes, strict=True)]
+    named["other_shape"] = [other_shape_caption(h.prompt, h.shape) for h in held_out]
     out["loss_by_timestep"] = loss_by_timestep(prior, latents, named, cfg.timesteps, cfg.seed, cfg.batch_size)
 
     scheduler = DDIMScheduler.from_config(prior.scheduler.config)
@@ -228,7 +228,10 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
 def _print_report(out: dict[str, Any]) -> None:
     print(f"prior: {out['prior']}")
     for name, acc in out["detector_ceiling"].items():
-        print(f"detectors on held-out {name.replace('_', ' ')}: colour {acc['color']:.3f}, shape {acc['shape']:.3f}")
+        print(
+            f"detectors on held-out {name.replace('_', ' ')}: colour {acc['color_accuracy']:.3f}, "
+            f"shape {acc['shape_accuracy']:.3f}"
+        )
     print("epsilon MSE by timestep (own caption / empty / other shape):")
     for row in out["loss_by_timestep"]:
         print(f"  t={row['t']:4d}: {row['own']:.4f} / {row['empty']:.4f} / {row['other_shape']:.4f}")

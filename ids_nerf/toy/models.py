@@ -70,12 +70,12 @@ def build_unet(
     head_dim: int,
     cross_attention_dim: int,
     latent_size: int,
-    norm_groups: int | None = None,
+    norm_groups: int,
 ) -> UNet2DConditionModel:
     """SD-layout UNet2DConditionModel: CrossAttnDownBlock2D ... DownBlock2D / UpBlock2D, CrossAttnUpBlock2D ...
 
     ``head_dim`` channels per attention head; cross-attention in every block but the lowest-resolution one;
-    ``norm_groups`` GroupNorm groups (default: the most, up to 32, that divide every width).
+    ``norm_groups`` GroupNorm groups (a divisor of every width).
     """
     n = len(channels)
     heads = tuple(max(1, c // head_dim) for c in channels)
@@ -89,7 +89,7 @@ def build_unet(
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=heads,  # diffusers' legacy name: the number of heads per block
-        norm_num_groups=norm_groups or _groups(channels),
+        norm_num_groups=norm_groups,
     )
 
 
