@@ -193,7 +193,8 @@ def test_chunked_two_pass_backprop_is_exact(edited_run):
     parameter gradients as rendering every chunk with grad and backpropagating once."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from ids_nerf.nerf import render
+    from ids_nerf.scenes import nerfacto as render
+    from ids_nerf.scenes.base import view_camera
 
     _, pipe, _, _ = eval_setup(edited_run["edit"].get_base_dir() / "config.yml", test_mode="val")
     pipe.train()
@@ -211,7 +212,7 @@ def test_chunked_two_pass_backprop_is_exact(edited_run):
     pipe.zero_grad(set_to_none=True)
     index = pipe._view_index(0)
     height, width = pipe._view_size(index)
-    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, index, height, width)
+    camera = view_camera(pipe.datamanager.train_dataset.cameras, index, height, width)
     rays = render.view_rays(camera, index, pipe.device)
     assert len(rays) > pipe.config.render.chunk_size  # the two-pass path was taken above
     with render.seeded_sampling(pipe.derived_seed(2), pipe.device), torch.enable_grad():

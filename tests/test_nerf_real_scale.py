@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ids_nerf.nerf import render
 from ids_nerf.nerf.demo import cpu_friendly_nerfacto
 from ids_nerf.nerf.standalone import StandaloneEdit, build_edit
+from ids_nerf.scenes import nerfacto as render
+from ids_nerf.scenes.base import view_camera
 
 CHUNK = 1024
 SRC, TRG = "a red sphere on a checkered floor", "a blue sphere on a checkered floor"
@@ -51,7 +52,7 @@ def test_render_and_latent_sizes_follow_the_aspect(edit: StandaloneEdit, tiny_pr
     assert pipe.get_prior().resolution == 128
     height, width = pipe._view_size(0)
     assert (height, width) == (96, 128)  # 4:3, long side = the prior's resolution, multiple of 16
-    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, 0, height, width)
+    camera = view_camera(pipe.datamanager.train_dataset.cameras, 0, height, width)
     assert len(render.view_rays(camera, 0, pipe.device)) == 128 * 96 > 10 * CHUNK
     assert tuple(pipe._source_latent(0, height, width).shape) == (1, 4, 12, 16)
 
@@ -76,7 +77,7 @@ def _full_graph_grads(pipe, step: int, since_update: int) -> dict[str, list[torc
     pipe.zero_grad(set_to_none=True)
     index = pipe._current_view
     height, width = pipe._view_size(index)
-    camera = render.view_camera(pipe.datamanager.train_dataset.cameras, index, height, width)
+    camera = view_camera(pipe.datamanager.train_dataset.cameras, index, height, width)
     rays = render.view_rays(camera, index, pipe.device)
     outs = []
     with render.seeded_sampling(pipe.derived_seed(2) + step, pipe.device), torch.enable_grad():

@@ -47,7 +47,7 @@ def test_without_any_reconstruction_one_is_trained_first(toy_nerf_run, tmp_path,
     config.recon_steps = 3
     train_run(config)
     out = " ".join(capsys.readouterr().out.split())
-    assert "reconstructing it first (3 nerfacto steps, --recon-steps)" in out
+    assert "reconstructing it first (3 ids-recon steps, --recon-steps)" in out
     recon = find_reconstruction(outputs, toy_nerf_run["data"])
     assert recon is not None and recon.checkpoint.name == "step-000000002.ckpt"  # kept as the source run
     assert (config.get_checkpoint_dir() / "step-000000000.ckpt").is_file()
@@ -171,7 +171,7 @@ def test_nerfacto_never_downloads_lpips_weights(tmp_path, monkeypatch):
 
     from ids_nerf.nerf import model as model_module
     from ids_nerf.nerf.demo import cpu_friendly_nerfacto
-    from ids_nerf.nerf.model import IDSNerfactoModelConfig
+    from ids_nerf.scenes.nerfacto import IDSNerfactoModelConfig
 
     def no_network(*args, **kwargs):
         raise AssertionError("a download was attempted")

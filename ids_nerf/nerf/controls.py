@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerElement, ViewerNumber, ViewerText
 
-if TYPE_CHECKING:
-    from ids_nerf.nerf.pipeline import NerfGuidanceConfig
+from ids_nerf.nerf.edit_config import NerfGuidanceConfig
 
 
 class EditControls:

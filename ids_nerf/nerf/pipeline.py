@@ -1,8 +1,10 @@
-"""IDSEditPipeline: text-guided editing of a pretrained nerfacto scene with the shared ScoreDistiller.
+"""IDSEditPipeline: text-guided editing of a pretrained scene (nerfacto or splatfacto) with the shared ScoreDistiller.
 
-Each editing step: pick a training view (kept for ``view_repeat`` steps), render it at the prior's resolution,
-encode it to a latent (target), take the guidance gradient against the cached latent of that view's original
-photo (source), backpropagate through the VAE encoder into the image, then into the NeRF chunk by chunk.
+Each editing step: pick a training view (kept for ``view_repeat`` steps), render it at the prior's resolution
+through the scene's seam (:class:`~ids_nerf.scenes.base.EditableScene`), encode it to a latent (target), take the
+guidance gradient against the cached latent of that view's original photo (source), backpropagate through the VAE
+encoder into the image, then push the image gradient into the scene (nerfacto: ray chunk by ray chunk; a splat:
+through its one rasterization). Nothing here depends on the scene type.
 
 The diffusion prior is built lazily on the first editing step and held outside the module tree: checkpoints hold
 only the scene, and ``ns-render``/``ns-eval``/``ns-export``/``ns-viewer`` never load Stable Diffusion.
@@ -11,91 +13,42 @@ only the scene, and ``ns-render``/``ns-eval``/``ns-export``/``ns-viewer`` never 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig, VanillaDataManagerConfig
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor
 
-from ids_nerf.guidance.config import GuidanceConfig
-from ids_nerf.guidance.prior import PriorConfig, PriorFlags
 from ids_nerf.guidance.sizes import render_size
-from ids_nerf.nerf import render
 from ids_nerf.nerf.controls import EditControls
-from ids_nerf.nerf.model import IDSNerfactoModelConfig
+from ids_nerf.nerf.edit_config import NERF_PRIOR_FLAGS, EditRenderConfig, NerfGuidanceConfig
 from ids_nerf.profiling import phase
+from ids_nerf.scenes.base import EditView, view_camera
+from ids_nerf.scenes.nerfacto import IDSNerfactoModelConfig
 
-#: How ``ns-train`` spells the prior options: error messages about the prior name these flags.
-NERF_PRIOR_FLAGS = PriorFlags.nested("--pipeline.guidance.prior")
-
-
-@dataclass
-class NerfGuidanceConfig(GuidanceConfig):
-    """Text prompts, score (+ FPR), loss weights and diffusion prior of a NeRF edit."""
-
-    preset: Path | None = None
-    """Editing preset (a YAML file of configs/, e.g. configs/llff/leaves-autumn.yaml): fills the prompts, --data
-    (<preset-data-root>/<scene>) and guidance settings that are not given on the command line."""
-    preset_data_root: Path = Path("data")
-    """Folder holding the preset scenes (data/llff/leaves, data/blender/lego, ...)."""
-    src_prompt: str = ""
-    """Prompt describing the original scene, e.g. "a photo of a fern"."""
-    trg_prompt: str = ""
-    """Prompt describing the edited scene, e.g. "a photo of a fern made of gold"."""
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    """Diffusion prior: model (hub id, local diffusers folder, `toy`, `tiny`), device (`auto` = the NeRF's device;
-    `cuda:1` puts it on a second GPU), dtype and VAE memory options."""
-    loss_scale: float = 1.0
-    """Scale of the guidance loss (z * grad).sum(); Adam makes the NeRF update nearly invariant to it."""
-    anchor_weight: float = 0.0
-    """Weight of an optional RGB anchoring loss mean((render - photo)^2) keeping the render near the photo."""
-    proposal_loss_mult: float = 1.0
-    """Weight of nerfacto's interlevel loss during editing, so proposal networks follow edited geometry."""
-    cache_dir: Path | None = None
-    """Folder of the source-side disk cache (FPR results per view, keyed by the prior, the view's photo, the source
-    prompt, FPR and the seed; never by the target prompt): a second edit of the scene with another target prompt
-    skips the source side. None (default): no cache. Used with --pipeline.guidance.source.lookahead > 1 or
-    --pipeline.guidance.source.pool."""
-
-    def prior_config(self, nerf_device: torch.device | str) -> PriorConfig:
-        """The prior's options with `auto` device resolved to the NeRF's device."""
-        return replace(self.prior, device=str(nerf_device)) if self.prior.device == "auto" else self.prior
-
-
-@dataclass
-class EditRenderConfig:
-    """How a training view is rendered for the prior each editing step."""
-
-    resolution: int | None = None
-    """Long side of the rendered view in pixels; None = the prior's resolution (512 for SD 1.x). The short side
-    follows the view's aspect, rounded to the prior's size multiple."""
-    chunk_size: int = 4096
-    """Rays rendered at once (memory knob): the differentiable render never holds more than one chunk's graph; a
-    view with at most this many rays is rendered once, with grad."""
-    downscale: int = 1
-    """Render the view at 1/k of the prior's resolution and upsample it bilinearly before encoding (speed knob)."""
-    view_repeat: int = 10
-    """Editing steps spent on one training view before another is drawn (official PDS: 10)."""
+__all__ = ["NERF_PRIOR_FLAGS", "EditRenderConfig", "IDSEditPipeline", "IDSEditPipelineConfig", "NerfGuidanceConfig"]
 
 
 @dataclass
 class IDSEditPipelineConfig(VanillaPipelineConfig):
-    """Pipeline editing a pretrained nerfacto scene with score distillation (IDS = DDS + FPR by default)."""
+    """Pipeline editing a pretrained scene (nerfacto or splatfacto) with score distillation (IDS = DDS + FPR by
+    default)."""
 
     _target: type = field(default_factory=lambda: IDSEditPipeline)
-    datamanager: VanillaDataManagerConfig = field(default_factory=VanillaDataManagerConfig)
+    datamanager: DataManagerConfig = field(default_factory=VanillaDataManagerConfig)
     """Data manager; its dataparser must describe the same scene (and frame) as the source checkpoint."""
-    model: IDSNerfactoModelConfig = field(default_factory=IDSNerfactoModelConfig)
-    """NeRF model; replaced by the source run's model config when its config.yml is found."""
+    model: ModelConfig = field(default_factory=IDSNerfactoModelConfig)
+    """Scene model (nerfacto or splatfacto); its settings are adopted from the source run's config.yml."""
     guidance: NerfGuidanceConfig = field(default_factory=NerfGuidanceConfig)
     """Editing guidance: prompts, score, FPR, prior."""
     render: EditRenderConfig = field(default_factory=EditRenderConfig)
-    """Rendering of the edited view: resolution, ray chunks, downscale, views."""
+    """Rendering of the edited view: resolution, ray chunks (NeRF), downscale, views."""
     log_every: int = 50
     """Every N steps save a side-by-side (source photo | render | depth) under <run>/edit_progress and log it."""
     source_checkpoint: Path | None = None
@@ -201,7 +154,7 @@ class IDSEditPipeline(VanillaPipeline):
         source.set_source_model(None)
         weights = {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
         source.update_to_step(int(state["step"]))
-        source.load_state_dict(weights)
+        source.load_state_dict(weights)  # a splat scene resizes to the checkpoint's Gaussian count
         source.eval().requires_grad_(False)
         self.model.set_source_model(source)
         megabytes = sum(t.numel() * t.element_size() for t in source.state_dict().values()) / 1e6
@@ -266,51 +219,30 @@ class IDSEditPipeline(VanillaPipeline):
 
     # ----------------------------------------------------------------- editing step
     def edit_step(self, step: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """One editing step; accumulates gradients in the NeRF parameters. Returns (loss_dict, metrics_dict).
+        """One editing step; accumulates gradients in the scene's parameters. Returns (loss_dict, metrics_dict).
 
-        A view that fits in one ray chunk is rendered once with grad and backpropagated directly; a larger one is
-        rendered without grad, its image gradient computed, then pushed into the NeRF chunk by chunk.
+        The view is rendered through the scene's seam, the guidance gradient is taken w.r.t. the rendered *image*
+        (through the VAE encoder), and the scene pushes that image gradient into its parameters.
         """
         g, r = self.config.guidance, self.config.render
-        model = self.model
         index = self._view_index(step)
         height, width = self._view_size(index)  # the prior's input size
         k = max(1, r.downscale)
-        camera = render.view_camera(self.datamanager.train_dataset.cameras, index, height // k, width // k)
-        rays = render.view_rays(camera, index, self.device)
-        seed = self.derived_seed(2) + step
-        with render.one_sampler_step(model):  # every chunk of both passes sees this step's proposal-sampler state
-            if len(rays) <= r.chunk_size:
-                with render.seeded_sampling(seed, self.device), torch.enable_grad(), phase("render+backward (1 chunk)"):
-                    out = model(rays)
-                    rendered = {
-                        "rgb": out["rgb"].reshape(height // k, width // k, 3),
-                        "depth": out["depth"].reshape(height // k, width // k, 1),
-                    }
-                    loss, guidance = self._guidance_loss(rendered["rgb"], index, height, width, step)
-                    prop = render.proposal_loss(out, g.proposal_loss_mult)
-                    (loss + g.proposal_loss_mult * prop).backward()
-                prop = float(prop.detach())
-                image_grad_norm = float("nan")
-            else:
-                with phase("render (no grad)"):
-                    rendered = render.render_view(model, rays, height // k, width // k, r.chunk_size, seed)
-                image = rendered["rgb"].detach().requires_grad_(True)
-                with torch.enable_grad():
-                    loss, guidance = self._guidance_loss(image, index, height, width, step)
-                    with phase("vae backward"):
-                        (image_grad,) = torch.autograd.grad(loss, image)
-                image_grad_norm = float(image_grad.norm())
-                with phase("nerf backward (chunked)"):
-                    prop = render.backpropagate_image_gradient(
-                        model, rays, image_grad, r.chunk_size, seed, g.proposal_loss_mult
-                    )
+        camera = view_camera(self.datamanager.train_dataset.cameras, index, height // k, width // k)
+        view = EditView(camera, index, self.derived_seed(2) + step, r.chunk_size, g.proposal_loss_mult)
+        rendered = self.model.render_for_edit(view)
+        image = rendered.rgb.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss, guidance = self._guidance_loss(image, index, height, width, step)
+            with phase("vae backward"):
+                (image_grad,) = torch.autograd.grad(loss, image)
+        scene_losses = rendered.push(image_grad)
         diag = guidance.diagnostics
         metrics: dict[str, Any] = {
             "view": index,
             "t": diag["t"],
             "grad_norm": diag["grad_norm"],
-            "image_grad_norm": image_grad_norm,
+            "image_grad_norm": float(image_grad.norm()),
             "source_precomputed": int(diag.get("source") != "step"),
             "source_cached": int(bool(diag.get("source_cached"))),
         }
@@ -320,8 +252,9 @@ class IDSEditPipeline(VanillaPipeline):
                 metrics["fpr_loss_final"] = diag["fpr_loss_final"]
         log_every = self.config.log_every
         if log_every > 0 and step % log_every == 0:
-            self._log_progress(step, index, {k_: v.detach() for k_, v in rendered.items()})
-        loss_dict = {"guidance_loss": loss.detach(), "proposal_loss": torch.tensor(prop)}
+            self._log_progress(step, index, {"rgb": rendered.rgb, "depth": rendered.depth})
+        loss_dict = {"guidance_loss": loss.detach()}
+        loss_dict.update({name: torch.tensor(value) for name, value in scene_losses.items()})
         trainer = self.controls.trainer
         self.controls.step_done(step, getattr(trainer, "edit_steps_total", None) or step + 1)
         return loss_dict, metrics
@@ -373,7 +306,7 @@ class IDSEditPipeline(VanillaPipeline):
         if g.anchor_weight > 0:
             photo = self.source_photo(index, height, width).to(prior.device)
             loss = loss + g.anchor_weight * torch.mean((image - photo) ** 2)
-        return loss.to(rgb.device), out  # back on the NeRF's device (the prior may live on another one)
+        return loss.to(rgb.device), out  # back on the scene's device (the prior may live on another one)
 
     def _log_progress(self, step: int, index: int, rendered: dict[str, Tensor]) -> None:
         from nerfstudio.utils import writer
@@ -396,23 +329,15 @@ class IDSEditPipeline(VanillaPipeline):
 
     # ----------------------------------------------------------------- optimisation
     def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """Fields and proposal networks are edited; the camera poses learned by the source run stay fixed."""
-        groups = super().get_param_groups()
-        return {k: v for k, v in groups.items() if k in ("fields", "proposal_networks")}
+        """The scene's edited parameter groups (:meth:`~ids_nerf.scenes.base.EditableScene.edit_param_groups`):
+        camera poses and appearance models learned by the source run stay fixed."""
+        return self.model.edit_param_groups()
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> list[TrainingCallback]:
-        """Keep nerfacto's proposal sampler fully annealed (the scene is pretrained) and hook up the run folder."""
-        sampler = getattr(self.model, "proposal_sampler", None)
-        if sampler is not None:
-            sampler.set_anneal(1.0)
+        """The scene's between-step callbacks (nerfacto: proposal-sampler schedule; splat: culling), and the run
+        folder for the progress pictures and the viewer controls."""
         trainer = attrs.trainer
         if trainer is not None:
             self.__dict__["progress_dir"] = Path(trainer.base_dir) / "edit_progress"
             self.controls.attach_trainer(trainer)
-        if sampler is None:
-            return []
-        return [
-            TrainingCallback(
-                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], sampler.step_cb, update_every_num_iters=1
-            )
-        ]
+        return self.model.edit_callbacks(attrs)

@@ -1,9 +1,10 @@
 """nerfstudio run folders: run ``ns-train`` in this process, find the reconstruction to edit, reconstruct first.
 
-``ns-train ids-edit --data <scene> ...`` without ``--load-dir`` edits the newest *finished* reconstruction of the same
-data folder under ``--output-dir`` (:func:`find_reconstruction`); when there is none, :func:`reconstruction_config`
-describes the nerfacto warm-up (``ids-recon``, ``--recon-steps`` steps) that the editing command runs first, in its
-own run folder, kept as the source run.
+``ns-train ids-edit --data <scene> ...`` (or ``ids-splat-edit``) without ``--load-dir`` edits the newest *finished*
+reconstruction of the same data folder and the method's scene kind under ``--output-dir``
+(:func:`find_reconstruction`); when there is none, :func:`reconstruction_config` describes the warm-up of that kind
+(``ids-recon``: nerfacto, ``ids-splat-recon``: splatfacto; ``--recon-steps`` steps) that the editing command runs
+first, in its own run folder, kept as the source run.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Any
 
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.models.nerfacto import NerfactoModelConfig
 
-#: Methods whose run folders hold a reconstruction (a nerfacto scene that was not edited).
-RECONSTRUCTION_METHODS = ("nerfacto", "nerfacto-big", "nerfacto-huge", "ids-recon")
+from ids_nerf.scenes.kinds import SCENE_KINDS, SceneKind, kind_of_model
 
 
 def train_run(config: TrainerConfig) -> Path:
@@ -66,17 +65,20 @@ class Reconstruction:
     """How many other finished reconstructions of the same data were found (older ones)."""
 
 
-def find_reconstruction(output_dir: Path, data: Path) -> Reconstruction | None:
-    """The newest finished nerfacto reconstruction of ``data`` under ``output_dir`` (any experiment name), by the
-    time its last checkpoint was written; None if there is none."""
+def find_reconstruction(
+    output_dir: Path, data: Path, kind: SceneKind = SCENE_KINDS["nerfacto"]
+) -> Reconstruction | None:
+    """The newest finished reconstruction of ``data`` of scene ``kind`` (nerfacto: nerfacto/ids-recon runs; splat:
+    splatfacto/ids-splat-recon runs) under ``output_dir`` (any experiment name), by the time its last checkpoint was
+    written; None if there is none."""
     found: list[tuple[float, Path, Path]] = []
     target = Path(data).resolve()
     for config_yml in Path(output_dir).glob("*/*/*/config.yml"):
         run = config_yml.parent
-        if run.parent.name not in RECONSTRUCTION_METHODS:
+        if run.parent.name not in kind.source_methods:
             continue
         config = read_run_config(config_yml)
-        if config is None or not isinstance(getattr(config.pipeline, "model", None), NerfactoModelConfig):
+        if config is None or kind_of_model(getattr(config.pipeline, "model", None)) is not kind:
             continue
         run_data = config.pipeline.datamanager.data or getattr(config.pipeline.datamanager.dataparser, "data", None)
         if run_data is None or Path(run_data).resolve() != target:
@@ -92,11 +94,13 @@ def find_reconstruction(output_dir: Path, data: Path) -> Reconstruction | None:
 
 
 def reconstruction_config(edit: TrainerConfig, steps: int) -> TrainerConfig:
-    """The ``ids-recon`` run an editing command without ``--load-dir`` runs first: the edit's data, dataparser,
-    output folder, experiment name, machine and viewer, ``steps`` nerfacto steps, a checkpoint at the end."""
-    from ids_nerf.method_configs import ids_recon
-
-    config = copy.deepcopy(ids_recon.config)
+    """The reconstruction an editing command without ``--load-dir`` runs first (the warm-up of the edit's scene kind:
+    ``ids-recon`` or ``ids-splat-recon``): the edit's data, dataparser, output folder, experiment name, machine and
+    viewer, ``steps`` steps, a checkpoint at the end."""
+    kind = kind_of_model(edit.pipeline.model)
+    if kind is None:
+        raise ValueError(f"{type(edit.pipeline.model).__name__} is not a scene model of {', '.join(SCENE_KINDS)}")
+    config = kind.recon()
     data = edit.data or edit.pipeline.datamanager.data
     config.data = config.pipeline.datamanager.data = data
     config.pipeline.datamanager.dataparser = copy.deepcopy(edit.pipeline.datamanager.dataparser)

@@ -1,6 +1,6 @@
 """An editing run built in-process, without ``ns-train``: the same :class:`IDSEditPipeline`, Adam optimizers, LR
-schedule and proposal-sampler callbacks as ``ns-train <method>``, for benchmarks and tests that need to drive single
-editing steps (and, for timing, a freshly initialised scene instead of a trained one).
+schedule and scene callbacks (proposal sampler, splat culling) as ``ns-train <method>``, for benchmarks and tests that
+need to drive single editing steps (and, for timing, a freshly initialised scene instead of a trained one).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
-from nerfstudio.models.nerfacto import NerfactoModelConfig
+from nerfstudio.models.base_model import ModelConfig
 
 from ids_nerf.nerf.pipeline import IDSEditPipeline
 from ids_nerf.profiling import phase
@@ -27,9 +27,10 @@ class StandaloneEdit:
     pipeline: IDSEditPipeline
     """The editing pipeline (scene, data, guidance)."""
     optimizers: Optimizers
-    """nerfstudio optimizers of the edited parameter groups (fields, proposal networks)."""
+    """nerfstudio optimizers of the edited parameter groups (nerfacto: fields, proposal networks; splat: the six
+    per-Gaussian groups)."""
     callbacks: list[TrainingCallback]
-    """The pipeline's training callbacks (the proposal sampler's step counter)."""
+    """The pipeline's training callbacks (the proposal sampler's step counter; splat culling)."""
 
     def step(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """One editing step: zero grads, :meth:`IDSEditPipeline.edit_step`, optimizer and scheduler step,
@@ -50,17 +51,19 @@ def build_edit(
     device: str,
     *,
     load_dir: Path | None = None,
-    model: Callable[[NerfactoModelConfig], None] | None = None,
+    model: Callable[[ModelConfig], None] | None = None,
     prior: Any = None,
     guidance: Callable[[Any], None] | None = None,
     seed: int = 42,
 ) -> StandaloneEdit:
-    """Build ``method`` (an ``ns-train`` editing method name, e.g. ``ids-edit``) on the scene in ``data``.
+    """Build ``method`` (an ``ns-train`` editing method name, e.g. ``ids-edit`` or ``ids-splat-edit``) on the scene
+    in ``data``.
 
     Args:
-        load_dir: a nerfacto run's ``nerfstudio_models/`` to edit (its config.yml is adopted as by ``ns-train``);
-            None edits a freshly initialised nerfacto (enough for timing and gradient checks).
-        model: edits the nerfacto config in place before the model is built (e.g. a CPU-sized nerfacto).
+        load_dir: a reconstruction's ``nerfstudio_models/`` to edit (its config.yml is adopted as by ``ns-train``);
+            None edits a freshly initialised scene (enough for timing and gradient checks).
+        model: edits the scene's model config in place before the model is built (e.g. a CPU-sized nerfacto, or the
+            number of random Gaussians).
         prior: an already built :class:`~ids_nerf.guidance.prior.DiffusionPrior`; None loads the configured one.
         guidance: edits the pipeline config (prompts, prior, render chunk size, ...) in place before it is built.
         seed: the run's seed (ns-train's --machine.seed).
@@ -81,7 +84,7 @@ def build_edit(
         adopt_source_config(config, checkpoint)
     if model is not None:
         model(config.pipeline.model)
-    if torch.device(device).type != "cuda":
+    if torch.device(device).type != "cuda" and hasattr(config.pipeline.model, "implementation"):
         config.pipeline.model.implementation = "torch"  # tinycudann is CUDA-only
     if guidance is not None:
         guidance(config.pipeline)

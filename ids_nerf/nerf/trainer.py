@@ -1,12 +1,16 @@
-"""IDSEditTrainer: nerfstudio's Trainer for editing a pretrained nerfacto scene.
+"""IDSEditTrainer: nerfstudio's Trainer for editing a pretrained scene (nerfacto or splatfacto).
 
-Differences from the stock Trainer, each fixing a pitfall of earlier NeRF-editing plugins:
+Differences from the stock Trainer, each fixing a pitfall of earlier scene-editing plugins:
 - inputs are validated before anything loads (prompts, --load-dir, checkpoint method, output folder);
-- the NeRF model and dataparser configs are taken from the source run's ``config.yml``, so any nerfacto checkpoint
-  (camera optimizer, appearance embedding, hash-grid sizes) loads and the scene frame matches;
+- the scene's model and dataparser configs are taken from the source run's ``config.yml``, so any nerfacto or
+  splatfacto checkpoint (camera optimizer, appearance embedding, hash-grid sizes, SH degree) loads and the scene
+  frame matches;
+- the optimizers are built after the scene is loaded, so they hold the loaded parameters (a splatfacto checkpoint
+  replaces the model's Gaussians with tensors of another size: nerfstudio 1.1.5's trainer keeps optimizing the
+  discarded ones, and an edit can finish without changing the scene, instruct-gs2gs issue 24);
 - editing runs exactly ``--max-num-iterations`` steps, whatever step the source checkpoint was saved at, with
   fresh optimizers (the editing learning-rate schedule), and never writes into the source run's folder;
-- each step calls :meth:`IDSEditPipeline.edit_step`, which backpropagates chunk by chunk itself;
+- each step calls :meth:`IDSEditPipeline.edit_step`, which backpropagates into the scene itself;
 - the diffusion prior is checked before anything is written (model resolvable, device/dtype combination) and
   loaded before the scene, so that a prior error is one paragraph naming the ``ns-train`` flag, exit code 2, and
   no run folder is left behind.
@@ -18,6 +22,7 @@ checks instead and the trainer writes the (source-adopted) config once the prior
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,15 +31,15 @@ from typing import Any, Literal
 import torch
 import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from ids_nerf.console import exit_on_user_error
 from ids_nerf.errors import UserError, UserInputError
 from ids_nerf.nerf.checkpoints import load_checkpoint
-from ids_nerf.nerf.model import IDSNerfactoModelConfig
-from ids_nerf.nerf.pipeline import NERF_PRIOR_FLAGS, IDSEditPipelineConfig
+from ids_nerf.nerf.edit_config import NERF_PRIOR_FLAGS
+from ids_nerf.nerf.pipeline import IDSEditPipelineConfig
 from ids_nerf.profiling import phase
+from ids_nerf.scenes.kinds import SCENE_KINDS, SceneKind, kind_of_model
 
 
 class EditSetupError(UserError):
@@ -43,7 +48,8 @@ class EditSetupError(UserError):
 
 @dataclass
 class IDSEditTrainerConfig(TrainerConfig):
-    """Trainer of an ids-edit run (editing a pretrained nerfacto checkpoint given by --load-dir)."""
+    """Trainer of an editing run (ids-edit, ids-splat-edit, ...): a pretrained scene given by --load-dir, or the
+    newest reconstruction of --data."""
 
     _target: type = field(default_factory=lambda: IDSEditTrainer)
     pipeline: IDSEditPipelineConfig = field(default_factory=IDSEditPipelineConfig)
@@ -52,9 +58,10 @@ class IDSEditTrainerConfig(TrainerConfig):
     """Take the NeRF model and dataparser settings from the source run's config.yml (next to --load-dir), so the
     checkpoint and the scene frame always match."""
     recon_steps: int = 30000
-    """Without --load-dir, the newest finished reconstruction of --data under --output-dir is edited; when there is
-    none, a nerfacto reconstruction (ids-recon) of this many steps runs first, in its own run folder kept as the
-    source run (30,000: nerfacto's default)."""
+    """Without --load-dir, the newest finished reconstruction of --data under --output-dir is edited (of the method's
+    scene kind: nerfacto for *-edit, splatfacto for *-splat-edit); when there is none, a reconstruction of this many
+    steps runs first (ids-recon or ids-splat-recon), in its own run folder kept as the source run (30,000: nerfacto's
+    and splatfacto's default)."""
     edit_anew: bool = False
     """With --load-dir of an edit run: start a new edit of its edited scene (step 0, fresh optimizers, the prompts
     given here) instead of resuming the interrupted edit."""
@@ -93,6 +100,16 @@ class IDSEditTrainerConfig(TrainerConfig):
     def write_config(self) -> None:
         """Write ``<run>/config.yml`` (nerfstudio's own :meth:`TrainerConfig.save_config`)."""
         super().save_config()
+
+    def scene_kind(self) -> SceneKind:
+        """The scene kind this method edits (from its model config)."""
+        kind = kind_of_model(self.pipeline.model)
+        if kind is None:
+            raise EditSetupError(
+                f"{self.method_name}: --pipeline.model is a {type(self.pipeline.model).__name__}; editing methods "
+                f"edit {' or '.join(k.label for k in SCENE_KINDS.values())}s."
+            )
+        return kind
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,7 @@ def locate_source(config: IDSEditTrainerConfig) -> SourceScene:
             f"{config.method_name} needs a scene: pass --data <scene folder> (its newest reconstruction under "
             "--output-dir is edited, or one is trained first) or --load-dir <run>/nerfstudio_models."
         )
-    found = find_reconstruction(Path(config.output_dir), Path(data))
+    found = find_reconstruction(Path(config.output_dir), Path(data), config.scene_kind())
     if found is None:
         return SourceScene(None)
     older = f" (newest of {found.others + 1})" if found.others else ""
@@ -206,10 +223,10 @@ def validate_edit_config(config: IDSEditTrainerConfig) -> None:
         flag = "--mixed-precision" if config.mixed_precision else "--use-grad-scaler"
         raise EditSetupError(
             f"{flag} True is not supported by {config.method_name}: its editing step backpropagates the guidance "
-            "gradient into the NeRF in ray chunks, outside nerfstudio's autocast and gradient-scaler path, so the "
-            "NeRF is edited in float32. Drop the flag. To save memory, use --pipeline.guidance.dtype float16 (the "
-            "diffusion prior in half precision, the default on CUDA), a smaller --pipeline.guidance.render-chunk-size, "
-            "or --pipeline.guidance.render-downscale 2."
+            "gradient into the scene itself (a NeRF in ray chunks), outside nerfstudio's autocast and gradient-scaler "
+            "path, so the scene is edited in float32. Drop the flag. To save memory, use "
+            "--pipeline.guidance.prior.dtype float16 (the diffusion prior in half precision, the default on CUDA), a "
+            "smaller --pipeline.render.chunk-size (NeRF), or --pipeline.render.downscale 2."
         )
     g = config.pipeline.guidance
     g.source.check(
@@ -235,22 +252,33 @@ def validate_edit_config(config: IDSEditTrainerConfig) -> None:
         )
 
 
+def _wrong_kind_message(config: IDSEditTrainerConfig, where: str, method: str, found: SceneKind | None) -> str:
+    kind = config.scene_kind()
+    text = f"{where} was trained with method {method!r}; {config.method_name} edits {kind.label}s."
+    if found is not None:  # the other scene kind: name the editing method that takes it
+        from ids_nerf.scenes.kinds import editing_methods
+
+        spec, _ = editing_methods()[config.method_name]
+        return f"{text} It is a {found.label}: edit it with `ns-train {found.edit_method(spec)}`."
+    return f"{text} Train one with {kind.train_hint}."
+
+
 def adopt_source_config(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
-    """Copy the source run's nerfacto model config and dataparser (from ``<run>/config.yml``) into ``config``."""
+    """Copy the source run's scene model settings and dataparser (from ``<run>/config.yml``) into ``config``; the
+    edit's own model options (those a stock nerfacto/splatfacto config does not have) are kept."""
+    kind = config.scene_kind()
     source_yml = checkpoint.parent.parent / "config.yml"
     if not source_yml.is_file():
-        CONSOLE.print(f"[yellow]No config.yml next to {checkpoint.parent}; assuming default nerfacto settings.")
+        CONSOLE.print(f"[yellow]No config.yml next to {checkpoint.parent}; assuming default {kind.name} settings.")
         return
     source = yaml.load(source_yml.read_text(), Loader=yaml.Loader)
     model = getattr(getattr(source, "pipeline", None), "model", None)
-    if not isinstance(model, NerfactoModelConfig):
+    found = kind_of_model(model)
+    if found is not kind:
         method = getattr(source, "method_name", type(model).__name__)
-        raise EditSetupError(
-            f"The checkpoint in {checkpoint.parent} was trained with method {method!r}; ids-edit edits nerfacto "
-            "scenes. Train one with `ns-train nerfacto --data <scene>` (or `ns-train ids-recon`)."
-        )
-    values = {f.name: getattr(model, f.name) for f in fields(NerfactoModelConfig) if f.name != "_target"}
-    config.pipeline.model = IDSNerfactoModelConfig(**values)
+        raise EditSetupError(_wrong_kind_message(config, f"The checkpoint in {checkpoint.parent}", method, found))
+    values = {f.name: getattr(model, f.name) for f in fields(kind.source_model_config) if f.name != "_target"}
+    config.pipeline.model = dataclasses.replace(config.pipeline.model, **values)
     dataparser = source.pipeline.datamanager.dataparser
     user_data = config.data or config.pipeline.datamanager.data
     config.pipeline.datamanager.dataparser = dataparser
@@ -304,21 +332,19 @@ def _check_output_dir(config: TrainerConfig, checkpoint: Path) -> None:
         )
 
 
-def _checkpoint_is_nerfacto(state: dict[str, Any]) -> bool:
-    keys = state.get("pipeline", {}).keys()
-    return any(k.startswith("_model.field.") for k in keys) and any(
-        k.startswith("_model.proposal_networks.") for k in keys
-    )
-
-
 def load_source_scene(pipeline: Any, checkpoint: Path, method_name: str) -> int:
-    """Load the nerfacto scene of ``checkpoint`` into ``pipeline``; returns the step it was saved at. Raises
-    :class:`EditSetupError` for a checkpoint of another model."""
+    """Load the scene of ``checkpoint`` into ``pipeline`` (a splat scene takes the checkpoint's Gaussian count);
+    returns the step it was saved at. Raises :class:`EditSetupError` for a checkpoint of another scene kind or model.
+    Build the optimizers after this call: they must hold the loaded parameters."""
+    kind = kind_of_model(pipeline.config.model)
+    assert kind is not None
     state = load_checkpoint(checkpoint)
-    if not _checkpoint_is_nerfacto(state):
+    if not kind.checkpoint_matches(state):
+        found = next((k for k in SCENE_KINDS.values() if k.checkpoint_matches(state)), None)
+        hint = f" It holds a {found.label}." if found is not None else ""
         raise EditSetupError(
-            f"{checkpoint} is not a nerfacto checkpoint (no field/proposal-network weights); {method_name} edits "
-            "nerfacto scenes."
+            f"{checkpoint} is not a {kind.label} checkpoint (no {', '.join(kind.checkpoint_keys)}* weights); "
+            f"{method_name} edits {kind.label}s.{hint}"
         )
     pipeline.load_pipeline(state["pipeline"], state["step"])
     return int(state["step"])
@@ -356,8 +382,9 @@ class IDSEditTrainer(Trainer):
         recon.set_timestamp()
         data = config.data or config.pipeline.datamanager.data
         CONSOLE.print(
-            f"No finished reconstruction of {data} under {config.output_dir}: reconstructing it first "
-            f"({config.recon_steps} nerfacto steps, --recon-steps) in {recon.get_base_dir()}, then editing it."
+            f"No finished {config.scene_kind().name} reconstruction of {data} under {config.output_dir}: "
+            f"reconstructing it first ({config.recon_steps} {recon.method_name} steps, --recon-steps) in "
+            f"{recon.get_base_dir()}, then editing it."
         )
         train_run(recon)
         config.load_dir = recon.get_checkpoint_dir()
@@ -389,6 +416,7 @@ class IDSEditTrainer(Trainer):
             return
         with exit_on_user_error(f"ns-train {self.config.method_name}"):
             source_step = load_source_scene(self.pipeline, self.source_checkpoint, self.config.method_name)
+        self.optimizers = self.setup_optimizers()  # over the loaded parameters (a splat's are new tensors)
         self._start_step = 0  # exactly max_num_iterations editing steps, whatever the source step
         CONSOLE.print(
             f"Editing the scene of {self.source_checkpoint} (source step {source_step}); "
@@ -408,6 +436,7 @@ class IDSEditTrainer(Trainer):
                     "Add --edit-anew to edit its result again."
                 )
         self.pipeline.load_pipeline(state["pipeline"], step)
+        self.optimizers = self.setup_optimizers()  # over the loaded parameters (a splat's are new tensors)
         self.optimizers.load_optimizers(state["optimizers"])
         self.optimizers.load_schedulers(state["schedulers"])
         self._start_step = step + 1

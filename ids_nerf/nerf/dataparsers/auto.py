@@ -105,6 +105,10 @@ class AutoDataParserConfig(DataParserConfig):
     Blender data uses its own val/test splits."""
     scale_factor: float = 1.0
     """Extra scale applied to the camera positions (all formats)."""
+    load_3D_points: bool = False
+    """nerfstudio data: load the point cloud of transforms.json's ply_file_path (splat scenes start from it; the
+    splat methods switch this on). LLFF and Blender data have no points: splats start from splatfacto's random
+    initialisation there."""
 
 
 def delegate_config(config: AutoDataParserConfig, fmt: DataFormat) -> DataParserConfig:
@@ -131,6 +135,7 @@ def delegate_config(config: AutoDataParserConfig, fmt: DataFormat) -> DataParser
             eval_mode="interval" if config.eval_interval > 0 else "all",
             eval_interval=max(config.eval_interval, 1),
             scale_factor=config.scale_factor,
+            load_3D_points=config.load_3D_points,
         )
     raise ValueError(f"Unknown data format {fmt!r}")
 
