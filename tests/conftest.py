@@ -124,3 +124,50 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
 def snapshot():
     """(size, mtime) of every file below a folder: ``snapshot(folder)``."""
     return _snapshot
+
+
+SPLAT_EDIT_STEPS = 3
+
+
+@pytest.fixture(scope="session")
+def toy_splat_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
+    """Toy scene (32x32 views) -> 40 ids-splat-recon steps (1,500 random Gaussians, CPU rasterizer) ->
+    SPLAT_EDIT_STEPS ids-splat-edit steps with the tiny prior (64 px), culling every 2 steps."""
+    from ids_nerf.guidance.prior import PriorConfig
+    from ids_nerf.nerf.runs import train_run
+    from ids_nerf.nerf.toy_runs import edit_config, reconstruction_config, write_toy_scene
+    from ids_nerf.scenes.cpu_sizes import cpu_friendly_splatfacto
+
+    root = tmp_path_factory.mktemp("splat")
+    data, runs = root / "data", root / "runs"
+    write_toy_scene(data, n_train=6, size=32, seed=0, n_val=2, n_test=3)
+    recon = reconstruction_config("splat", data, runs, 40, "cpu", seed=0)
+    cpu_friendly_splatfacto(recon.pipeline.model, gaussians=1500)
+    train_run(recon)
+    before = _snapshot(recon.get_base_dir())
+    edit = edit_config(
+        "ids-splat-edit",
+        data,
+        runs,
+        recon.get_checkpoint_dir(),
+        prior=PriorConfig(model=str(tiny_prior_dir)),
+        steps=SPLAT_EDIT_STEPS,
+        device="cpu",
+        seed=0,
+        view_repeat=2,
+        log_every=1,
+    )
+    edit.pipeline.render.resolution = 64
+    edit.pipeline.model.edit_cull.every = 2
+    train_run(edit)
+    return {
+        "root": root,
+        "recon": recon,
+        "edit": edit,
+        "source_run": recon.get_base_dir(),
+        "source_before": before,
+        "data": data,
+        "runs": runs,
+        "prior": tiny_prior_dir,
+        "edit_steps": SPLAT_EDIT_STEPS,
+    }

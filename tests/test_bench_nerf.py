@@ -31,7 +31,7 @@ def test_nerf_bench_times_every_phase_of_both_methods(tmp_path, tiny_prior_dir):
     for row in (dds, ids):
         assert row["render_size"] == [128, 96] and row["latent_shape"] == [4, 12, 16]
         assert row["chunks_per_view"] == 3
-        for name in ("render (no grad)", "vae encode", "guidance branches", "vae backward", "nerf backward (chunked)"):
+        for name in ("render (no grad)", "vae encode", "guidance branches", "vae backward", "scene backward (chunked)"):
             assert row["phases"][name]["s_per_step"] > 0 and row["phases"][name]["peak_gb"] > 0
         assert row["median_s"] >= sum(p["s_per_step"] for k, p in row["phases"].items() if k != "other") * 0.999
     assert "fpr" in ids["phases"] and "fpr" not in dds["phases"]

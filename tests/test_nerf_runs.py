@@ -169,7 +169,7 @@ def test_nerfacto_never_downloads_lpips_weights(tmp_path, monkeypatch):
 
     from nerfstudio.data.scene_box import SceneBox
 
-    from ids_nerf.nerf import model as model_module
+    from ids_nerf.scenes import base as model_module
     from ids_nerf.nerf.demo import cpu_friendly_nerfacto
     from ids_nerf.scenes.nerfacto import IDSNerfactoModelConfig
 

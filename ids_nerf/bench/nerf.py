@@ -1,21 +1,24 @@
-"""``ids-bench-nerf``: where a NeRF editing step spends its time and memory, per method, side by side in one run.
+"""``ids-bench-nerf``: where a scene editing step spends its time and memory, per method and scene kind, side by side
+in one run.
 
 Builds a scene (default: 20 generated forward-facing LLFF views at 504x378, the size of fern's ``images_8``; or
-``--data`` for a real one), a nerfacto model (``--load-dir`` of a trained run, or freshly initialised: the cost of
-a step does not depend on what the scene has learnt) and a prior (``--prior.model`` hub id / folder / ``toy`` /
-``tiny``, or ``--arch sd-v1`` for the SD-v1.4 architecture with random weights), then times editing steps of each method
-(``dds-edit``, ``ids-edit``, ...) exactly as ``ns-train`` runs them, broken down by phase:
+``--data`` for a real one), the scene model of each method (nerfacto for ``*-edit``, splatfacto for ``*-splat-edit``;
+``--load-dir`` of a trained run, or freshly initialised: the cost of a step does not depend on what the scene has
+learnt, only on its size: ``--gaussians`` for a fresh splat) and a prior (``--prior.model`` hub id / folder / ``toy``
+/ ``tiny``, or ``--arch sd-v1`` for the SD-v1.4 architecture with random weights), then times editing steps of each
+method (``dds-edit``, ``ids-edit``, ``ids-splat-edit``, ...) exactly as ``ns-train`` runs them, broken down by phase:
 
-  render (no grad)          the view rendered in ray chunks, to get the image the prior sees
+  render (no grad)          NeRF: the view rendered in ray chunks, to get the image the prior sees
+  render (with grad)        splat: one rasterization of the view, graph kept (NeRF: a view of one chunk)
   fpr                       fixed-point regularization (IDS): N UNet forward+backward passes on the source
   source branch             the source branch's prediction, when computed ahead (--pipeline.guidance.source.*)
   vae encode                the render encoded to the target latent (forward, graph kept)
   guidance branches         the score's UNet calls (DDS: source and target branch, with CFG)
   vae backward              the guidance gradient pushed back through the VAE encoder to the image
-  nerf backward (chunked)   every chunk re-rendered with grad and backpropagated (+ proposal loss)
-  render+backward (1 chunk) a view that fits in one chunk: rendered once with grad
-  optimizer step            Adam on fields and proposal networks, LR schedule
-  other                     the rest of the step (data, sampling, bookkeeping)
+  scene backward (chunked)  NeRF: every chunk re-rendered with grad and backpropagated (+ proposal loss)
+  scene backward            splat: the image gradient through the rasterization (NeRF: a view of one chunk)
+  optimizer step            Adam on the scene's groups, LR schedule
+  other                     the rest of the step (data, sampling, bookkeeping, splat culling)
 
 Times are per step, excluding nested phases; peak memory is the highest level reached while the phase was open
 (``torch.cuda.max_memory_allocated`` on CUDA; the resident set size sampled every 5 ms on CPU). Writes
@@ -45,13 +48,14 @@ from ids_nerf.profiling import record_phases, synchronize
 PHASES = (
     "source latent (once per view)",
     "render (no grad)",
+    "render (with grad)",
     "fpr",
     "source branch",
     "vae encode",
     "guidance branches",
     "vae backward",
-    "nerf backward (chunked)",
-    "render+backward (1 chunk)",
+    "scene backward (chunked)",
+    "scene backward",
     "optimizer step",
 )
 SRC_PROMPT, TRG_PROMPT = "a photo of a fern", "a photo of a fern made of gold"
@@ -59,12 +63,13 @@ SRC_PROMPT, TRG_PROMPT = "a photo of a fern", "a photo of a fern made of gold"
 
 @dataclass
 class NerfBenchConfig:
-    """Time NeRF editing steps phase by phase (render, FPR, VAE, guidance, chunked backward, optimizer)."""
+    """Time scene editing steps phase by phase (render, FPR, VAE, guidance, scene backward, optimizer)."""
 
     methods: tuple[str, ...] = ("dds-edit", "ids-edit")
-    """ns-train editing methods to time, side by side (ids-edit, dds-edit, cds-edit, pds-edit, sds-edit, ...), with
-    optional source-side settings: `ids-edit-k5` (--pipeline.guidance.source.lookahead 5), `ids-edit-p4` (a pool of
-    4 source sides per view, --pipeline.guidance.source.pool 4), both: `ids-edit-k5-p4`."""
+    """ns-train editing methods to time, side by side (NeRF: ids-edit, dds-edit, cds-edit, pds-edit, sds-edit, ...;
+    splat: ids-splat-edit, dds-splat-edit, ...), with optional source-side settings: `ids-edit-k5`
+    (--pipeline.guidance.source.lookahead 5), `ids-edit-p4` (a pool of 4 source sides per view,
+    --pipeline.guidance.source.pool 4), both: `ids-edit-k5-p4`."""
     data: Path | None = None
     """A scene folder (LLFF, Blender or nerfstudio data). None: generate --views forward-facing LLFF views."""
     views: int = 20
@@ -74,7 +79,10 @@ class NerfBenchConfig:
     height: int = 378
     """Image height of the generated scene (ignored with --data)."""
     load_dir: Path | None = None
-    """A trained nerfacto run's nerfstudio_models/ to edit (with --data of that run). None: fresh nerfacto."""
+    """A trained run's nerfstudio_models/ to edit (with --data of that run; nerfacto for *-edit methods, splatfacto
+    for *-splat-edit). None: a freshly initialised scene."""
+    gaussians: int = 50000
+    """Gaussians of a fresh splat scene (splatfacto's random initialisation, whose default count is 50,000)."""
     prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="tiny"))
     """Diffusion prior: model (hub id, local diffusers folder, `toy` or `tiny`; ignored with --arch), device (auto:
     the NeRF's), dtype (auto: float16 on CUDA, float32 on CPU)."""
@@ -88,6 +96,8 @@ class NerfBenchConfig:
     """Rays rendered at once (ns-train's --pipeline.render.chunk-size)."""
     small_nerfacto: bool = False
     """Use the CPU-sized nerfacto of ids-nerf-demo instead of nerfacto's defaults (quick runs only)."""
+    splat_extent: float = 2.0
+    """Side of the cube around the scene's origin in which a fresh splat's Gaussians are drawn."""
     device: str = "auto"
     """Device of the NeRF (and of the prior unless --prior.device): auto (CUDA when available), cpu, cuda."""
     threads: int | None = None
@@ -103,12 +113,13 @@ _SOURCE_SIDE = re.compile(r"^(?P<method>.+?-edit)(?:-k(?P<k>\d+))?(?:-p(?P<p>\d+
 
 def parse_nerf_variant(name: str) -> tuple[str, int, int | None]:
     """``ids-edit-k5-p4`` -> ("ids-edit", look-ahead 5, pool 4); raises UserInputError for an unknown method."""
-    from ids_nerf.guidance.methods import NERF_METHODS
+    from ids_nerf.scenes.kinds import editing_methods
 
+    methods = editing_methods()
     match = _SOURCE_SIDE.match(name)
-    if match is None or match["method"] not in NERF_METHODS:
+    if match is None or match["method"] not in methods:
         raise UserInputError(
-            f"--methods: unknown editing method {name!r}; choose from {', '.join(NERF_METHODS)} (optionally with "
+            f"--methods: unknown editing method {name!r}; choose from {', '.join(methods)} (optionally with "
             "-kK look-ahead and -pP pool per view)."
         )
     k, pool = int(match["k"] or 1), (int(match["p"]) if match["p"] else None)
@@ -117,7 +128,7 @@ def parse_nerf_variant(name: str) -> tuple[str, int, int | None]:
     from ids_nerf.guidance.config import SourceSideConfig
 
     try:  # e.g. cds draws its patches inside each step: no look-ahead, no pool
-        SourceSideConfig(lookahead=k, pool=pool).check(NERF_METHODS[match["method"]].score)
+        SourceSideConfig(lookahead=k, pool=pool).check(methods[match["method"]][0].score)
     except UserInputError as err:
         raise UserInputError(f"--methods {name}: {err}") from None
     return match["method"], k, pool
@@ -132,6 +143,10 @@ def _validate(cfg: NerfBenchConfig) -> None:
         raise UserInputError(f"--data {cfg.data} is not a folder.")
     if cfg.load_dir is not None and cfg.data is None:
         raise UserInputError("--load-dir needs --data: the scene folder the run was trained on.")
+    if cfg.gaussians < 1 or not cfg.splat_extent > 0:
+        raise UserInputError(
+            f"--gaussians must be >= 1 and --splat-extent > 0 (got {cfg.gaussians}, {cfg.splat_extent})."
+        )
     if cfg.data is None and (cfg.views < 2 or min(cfg.width, cfg.height) < 8):
         raise UserInputError("--views must be >= 2 and --width/--height >= 8.")
 
@@ -160,10 +175,16 @@ def _generate_scene(cfg: NerfBenchConfig, folder: Path) -> Path:
 
 def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, prior) -> dict[str, Any]:
     from ids_nerf.guidance.config import SourceSideConfig
-    from ids_nerf.nerf.demo import cpu_friendly_nerfacto
     from ids_nerf.nerf.standalone import build_edit
+    from ids_nerf.scenes.cpu_sizes import cpu_friendly_nerfacto
 
     base, lookahead, pool = parse_nerf_variant(method)
+
+    def scene(model) -> None:
+        if hasattr(model, "num_random"):  # a fresh splat: --gaussians in a cube of side --splat-extent
+            model.random_init, model.num_random, model.random_scale = True, cfg.gaussians, cfg.splat_extent
+        elif cfg.small_nerfacto:
+            cpu_friendly_nerfacto(model)
 
     def configure(pipeline) -> None:
         pipeline.guidance.src_prompt, pipeline.guidance.trg_prompt = SRC_PROMPT, TRG_PROMPT
@@ -175,7 +196,7 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
         data,
         device,
         load_dir=cfg.load_dir,
-        model=cpu_friendly_nerfacto if cfg.small_nerfacto else None,
+        model=scene if cfg.load_dir is None else None,
         prior=prior,
         guidance=configure,
         seed=cfg.seed,
@@ -201,6 +222,7 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
             step_s.append(time.perf_counter() - t0)
     index = pipe._current_view
     height, width = pipe._view_size(index)
+    splats = int(pipe.model.num_points) if hasattr(pipe.model, "num_points") else None
     n = cfg.steps
     phases = {
         name: {"s_per_step": s.seconds / n, "calls_per_step": s.calls / n, "peak_gb": s.peak_bytes / 2**30}
@@ -224,7 +246,8 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
         "peak_gb": peak,
         "render_size": [width, height],
         "latent_shape": list(pipe.get_prior().latent_shape(height, width)),
-        "chunks_per_view": -(-width * height // cfg.render_chunk_size),
+        "chunks_per_view": -(-width * height // cfg.render_chunk_size) if splats is None else 1,
+        "gaussians": splats,
     }
 
 
@@ -256,6 +279,7 @@ def run(cfg: NerfBenchConfig) -> dict[str, Any]:
         if cfg.data is not None
         else f"generated LLFF, {cfg.views} views {cfg.width}x{cfg.height}",
         "nerfacto": "small (ids-nerf-demo)" if cfg.small_nerfacto else "nerfacto defaults",
+        "splat": f"{cfg.gaussians} Gaussians in a cube of side {cfg.splat_extent}",
         "trained": cfg.load_dir is not None,
         "versions": {
             "torch": torch.__version__,
@@ -277,7 +301,8 @@ def markdown(result: dict[str, Any]) -> str:
     info, rows = result["info"], result["rows"]
     memory = "max_memory_allocated" if info["device"].startswith("cuda") else "peak RSS"
     lines = [
-        f"scene: {info['scene']} ({info['nerfacto']}, {'trained' if info['trained'] else 'fresh'}); prior "
+        f"scene: {info['scene']} ({info['nerfacto']}; splat: {info.get('splat', '-')}; "
+        f"{'trained' if info['trained'] else 'fresh'}); prior "
         f"{info['prior']} UNet {info['dtype']} / VAE {info['vae_dtype']}; {info['device_name']} ({info['device']}), "
         f"{info['threads']} threads; torch {info['versions']['torch']}",
         "",
@@ -296,16 +321,17 @@ def markdown(result: dict[str, Any]) -> str:
     )
     lines += [
         "",
-        "| method | render size | latent | chunks/view | first step s | proposal update steps | ratio to first "
-        "| timed steps total s | total ratio to first |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | render size | latent | chunks/view | Gaussians | first step s | proposal update steps "
+        "| ratio to first | timed steps total s | total ratio to first |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base, base_total = rows[0]["median_s"], rows[0]["total_s"]
     for r in rows:
         first = f"{r['first_step_s']:.2f}" if r["first_step_s"] is not None else "-"
         lines.append(
             f"| {r['method']} | {r['render_size'][0]}x{r['render_size'][1]} | {'x'.join(map(str, r['latent_shape']))} "
-            f"| {r['chunks_per_view']} | {first} | {sum(r['proposal_update_steps'])}/{len(r['step_s'])} "
+            f"| {r['chunks_per_view']} | {r.get('gaussians') or '-'} | {first} "
+            f"| {sum(r['proposal_update_steps'])}/{len(r['step_s'])} "
             f"| {r['median_s'] / base:.2f}x | {r['total_s']:.1f} | {r['total_s'] / base_total:.2f}x |"
         )
     return "\n".join(lines) + "\n"

@@ -1,0 +1,55 @@
+"""Scene models sized for a CPU: the toy demo, the tests, ``ids-batch --cpu-scenes`` and the benchmarks use them.
+
+Each function edits a model config in place (it is applied to a reconstruction's config; an edit adopts it from the
+reconstruction's config.yml). :func:`cpu_sized` applies the one of the config's scene kind.
+"""
+
+from __future__ import annotations
+
+from nerfstudio.models.base_model import ModelConfig
+from nerfstudio.models.nerfacto import NerfactoModelConfig
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+
+def cpu_friendly_nerfacto(model: NerfactoModelConfig) -> None:
+    """Shrink nerfacto to CPU size (torch hash grids, 8 levels, 2^15 tables, 32/16 proposal and 16 NeRF samples)."""
+    model.implementation = "torch"
+    model.num_levels = 8
+    model.log2_hashmap_size = 15
+    model.max_res = 512
+    model.hidden_dim = 32
+    model.hidden_dim_color = 32
+    model.num_proposal_samples_per_ray = (32, 16)
+    model.num_nerf_samples_per_ray = 16
+    model.proposal_net_args_list = [
+        {"hidden_dim": 16, "log2_hashmap_size": 14, "num_levels": 5, "max_res": 64, "use_linear": False},
+        {"hidden_dim": 16, "log2_hashmap_size": 14, "num_levels": 5, "max_res": 128, "use_linear": False},
+    ]
+    model.eval_num_rays_per_chunk = 4096
+
+
+def cpu_friendly_splatfacto(model: SplatfactoModelConfig, gaussians: int = 4000, extent: float = 2.0) -> None:
+    """Shrink splatfacto's random initialisation to ``gaussians`` Gaussians in a cube of side ``extent`` around the
+    origin (a toy scene at the demo's scale_factor 0.3 fits in it), SH degree 1, and densify on a schedule that a
+    reconstruction of a few hundred to a few thousand steps reaches (warm-up 200, refine every 100, reset every 10
+    refinements, full resolution from the start: the toy views are 64 px)."""
+    model.random_init = True
+    model.num_random = gaussians
+    model.random_scale = extent
+    model.sh_degree = 1
+    model.sh_degree_interval = 200
+    model.warmup_length = 200
+    model.refine_every = 100
+    model.reset_alpha_every = 10
+    model.num_downscales = 0
+    model.resolution_schedule = 1000
+
+
+def cpu_sized(model: ModelConfig) -> None:
+    """Apply the CPU sizes of ``model``'s scene kind (nerfacto or splatfacto) in place."""
+    if isinstance(model, NerfactoModelConfig):
+        cpu_friendly_nerfacto(model)
+    elif isinstance(model, SplatfactoModelConfig):
+        cpu_friendly_splatfacto(model)
+    else:
+        raise TypeError(f"no CPU sizes for {type(model).__name__}")
