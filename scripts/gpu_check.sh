@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # GPU check of ids_nerf, run on the GPU machine (H200, Python 3.12, its own torch 2.11 + CUDA 13; no registry) from the
-# root of the copy of the working tree that the `run` tool sends. Within GPU_CHECK_BUDGET_S (480 s) it:
+# root of the copy of the working tree that the `run` tool sends. Within GPU_CHECK_BUDGET_S (570 s) it:
 #   install   pip-installs the carried wheels (scripts/gpu_wheels.sh -> .whl/gpu) with --no-index --no-deps into a
 #             fresh --target folder put first on PYTHONPATH (the machine's torch is never touched): pin/ always,
 #             fill/ only where the machine lacks that distribution; then this project from the tree copy (its
 #             entry points included), built with the carried setuptools; then imports the training chain
 #   versions  python/torch/CUDA/GPU and every carried or machine-provided package, and where each comes from
 #   nvidia-smi
+#   gsplat    gsplat's CUDA kernels built (JIT, torch.utils.cpp_extension) IN THE BACKGROUND while the next stages use
+#             the GPU: checks nvcc (version) and ninja first, times the build, and says plainly when it cannot build
+#             (dry run: skipped, the CPU rasterizer is used); its row is written when the nerf stage waits for it
 #   speed     ids-bench-speed, SD-v1 architecture (random weights), fp16: dds, ids-n1, ids + their reference forms
-#   nerf      ids-bench-nerf, SD-v1 architecture: dds-edit and ids-edit on a 20-view 504x378 scene, 3 steps
-#   pytest    pytest -m gpu tests/test_gpu.py (every method preset at 512x384 on SD-v1, fp16; a NeRF editing step)
+#   nerf      ids-bench-nerf, SD-v1 architecture, on a 20-view 504x378 scene, 3 steps: dds-edit and ids-edit (nerfacto)
+#             and, when gsplat built, dds-splat-edit and ids-splat-edit (50,000 Gaussians) side by side
+#   pytest    pytest -m gpu tests/test_gpu.py tests/test_rasterize_cpu.py (every method preset at 512x384 on SD-v1,
+#             fp16; a NeRF editing step; the CPU rasterizer against gsplat's on one scene)
 # Each stage runs under `timeout` (its own cap, clipped to what is left of the budget); a failing stage does not stop
 # the next; the exit status is 1 if any stage failed or was skipped. Outputs go to $OUT/gpu-check (else
 # outputs/gpu-check), at most 8 files, as the `run` tool brings back no more: summary.md, summary.json (stages with
@@ -19,7 +24,7 @@
 #
 # From the developer machine (wheels first; they and the tree must stay < 64 MiB, gpu_wheels.sh checks):
 #   bash scripts/gpu_wheels.sh
-#   run(command="bash scripts/gpu_check.sh", carry=[".whl/gpu"], timeout_s=540)
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl/gpu"], timeout_s=600)
 #
 # GPU_CHECK_DRY=1: the same stages on this CPU at tiny size (--prior tiny, float32, 1 step, 96x72 px, 3 views;
 # tests/test_gpu.py with IDS_GPU_TEST_CPU=1), against a stand-in for the bare machine: a throwaway venv
@@ -32,7 +37,7 @@ set -uo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO" || exit 2
 DRY="${GPU_CHECK_DRY:-0}"
-BUDGET_S="${GPU_CHECK_BUDGET_S:-480}"
+BUDGET_S="${GPU_CHECK_BUDGET_S:-570}"
 RESERVE_S=15
 if [ -n "${OUT:-}" ]; then RESULT="$OUT/gpu-check"; else RESULT="$REPO/outputs/gpu-check"; fi
 RESULT="${GPU_CHECK_RESULT:-$RESULT}"
@@ -85,12 +90,15 @@ else
   fi
 fi
 # Benchmark flags, GPU and dry run (tests/test_gpu_scripts.py parses each line with the benchmark's own config).
+# The nerf stage adds --methods: NERF_METHODS, plus SPLAT_METHODS when gsplat's kernels built (or on the dry run).
 SPEED_GPU="--arch sd-v1 --prior.dtype float16 --methods dds ids-n1 ids --reference --repeats 5 --warmup 2 --edit-steps 0"
 SPEED_DRY="--prior.model tiny --prior.dtype float32 --methods dds ids-n1 ids --reference --repeats 1 --warmup 0 \
 --edit-steps 0"
-NERF_GPU="--arch sd-v1 --methods dds-edit ids-edit --steps 3 --warmup 1"
-NERF_DRY="--prior.model tiny --prior.dtype float32 --methods dds-edit ids-edit --steps 1 --warmup 0 --width 96 \
---height 72 --views 3"
+NERF_GPU="--arch sd-v1 --steps 3 --warmup 1 --gaussians 50000"
+NERF_DRY="--prior.model tiny --prior.dtype float32 --steps 1 --warmup 0 --width 96 --height 72 --views 3 \
+--gaussians 2000"
+NERF_METHODS="dds-edit ids-edit"
+SPLAT_METHODS="dds-splat-edit ids-splat-edit"
 if [ "$DRY" = 1 ]; then SPEED_ARGS=$SPEED_DRY NERF_ARGS=$NERF_DRY; else SPEED_ARGS=$SPEED_GPU NERF_ARGS=$NERF_GPU; fi
 WHEELS=.whl/gpu
 SITE="$WORK/site"
@@ -98,11 +106,21 @@ BUILD_SITE="$WORK/build-site"
 LOGS="$WORK/logs"
 rm -rf "$RESULT"
 mkdir -p "$RESULT" "$LOGS"
-export PY WHEELS SITE BUILD_SITE LOGS RESULT WORK DRY ORIG_PYTHONPATH SPEED_ARGS NERF_ARGS
+export PY WHEELS SITE BUILD_SITE LOGS RESULT WORK DRY ORIG_PYTHONPATH SPEED_ARGS NERF_ARGS NERF_METHODS SPLAT_METHODS
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9
 export HTTPS_PROXY=http://127.0.0.1:9 no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
 export TORCH_EXTENSIONS_DIR="$WORK/torch_extensions"
+# gsplat's kernels are built (and re-validated by torch.utils.cpp_extension in every later process) with nvcc and
+# ninja: the carried ninja wheel's script folder and the CUDA toolkit's bin/ go on PATH for every stage
+export PATH="$SITE/bin:$PATH"
+if ! command -v nvcc >/dev/null && [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+  export PATH="${CUDA_HOME:-/usr/local/cuda}/bin:$PATH"
+fi
+if command -v nvcc >/dev/null && [ -z "${CUDA_HOME:-}" ]; then
+  CUDA_HOME="$(dirname "$(dirname "$(command -v nvcc)")")"
+  export CUDA_HOME
+fi
 
 # ------------------------------------------------------------------------------------------------ stages
 st_install() {
@@ -186,21 +204,58 @@ st_nvidia_smi() {
   fi
 }
 
+st_gsplat() { # builds gsplat's CUDA kernels (the JIT build splatfacto's first CUDA render would trigger), timed
+  if [ "$DRY" = 1 ]; then
+    echo "dry run (CPU): gsplat's CUDA build skipped; splat methods run on ids_nerf's CPU rasterizer"
+    return 0
+  fi
+  if ! command -v nvcc >/dev/null; then
+    echo "CANNOT BUILD gsplat: no CUDA toolkit (nvcc not on PATH nor in \$CUDA_HOME/bin); splat editing on this GPU" \
+      "needs it (gsplat 1.4.0 compiles its kernels on first use). Install the CUDA toolkit matching the driver."
+    return 3
+  fi
+  echo "nvcc: $(command -v nvcc): $(nvcc --version | tail -n 2 | tr '\n' ' ')"
+  if ! command -v ninja >/dev/null; then
+    echo "CANNOT BUILD gsplat: ninja not found (torch.utils.cpp_extension needs it; the carried wheel did not install)"
+    return 4
+  fi
+  echo "ninja: $(command -v ninja) ($(ninja --version)); CUDA_HOME=${CUDA_HOME:-unset}; MAX_JOBS=${MAX_JOBS:-10};" \
+    "TORCH_EXTENSIONS_DIR=$TORCH_EXTENSIONS_DIR"
+  "$PY" - <<'PYEOF'
+import time
+
+t0 = time.perf_counter()
+from gsplat.cuda._backend import _C  # noqa: E402  (the JIT build happens at this import)
+
+seconds = time.perf_counter() - t0
+if _C is None:
+    raise SystemExit(f"CANNOT BUILD gsplat: the JIT build produced no module after {seconds:.0f} s (log above)")
+print(f"gsplat CUDA kernels built and loaded in {seconds:.1f} s")
+PYEOF
+}
+
 st_speed() {
   # shellcheck disable=SC2086 # SPEED_ARGS is a list of plain words
   "$PY" -m ids_nerf.bench.speed $SPEED_ARGS --out "$RESULT/speed.json" >"$RESULT/speed.md"
 }
 
 st_nerf() {
-  # shellcheck disable=SC2086 # NERF_ARGS is a list of plain words
-  "$PY" -m ids_nerf.bench.nerf $NERF_ARGS --out "$WORK/nerf" || return
+  local methods="$NERF_METHODS"
+  if [ "$(cat "$WORK/gsplat.ok" 2>/dev/null)" = 1 ]; then
+    methods="$methods $SPLAT_METHODS"
+  else
+    echo "splat methods SKIPPED: gsplat's CUDA kernels did not build (see the gsplat stage)"
+  fi
+  # shellcheck disable=SC2086 # NERF_ARGS and methods are lists of plain words
+  "$PY" -m ids_nerf.bench.nerf $NERF_ARGS --methods $methods --out "$WORK/nerf" || return
   cp "$WORK/nerf/bench_nerf.json" "$WORK/nerf/bench_nerf.md" "$RESULT/"
 }
 
 st_pytest() {
-  "$PY" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -rA -v --durations=0 2>&1 | tee "$RESULT/pytest.log"
+  "$PY" -m pytest -m gpu tests/test_gpu.py tests/test_rasterize_cpu.py -p no:cacheprovider -rA -v --durations=0 2>&1 |
+    tee "$RESULT/pytest.log"
 }
-export -f st_install st_versions st_nvidia_smi st_speed st_nerf st_pytest
+export -f st_install st_versions st_nvidia_smi st_gsplat st_speed st_nerf st_pytest
 
 T0=$SECONDS
 printf 'stage\trc\tseconds\tlimit_s\n' >"$WORK/stages.tsv"
@@ -236,10 +291,43 @@ stage() { # NAME MAX_SECONDS FUNCTION
   fi
 }
 
+background() { # NAME MAX_SECONDS FUNCTION: start a stage in the background; `wait_stage NAME` records its row
+  local limit=$2
+  echo "[$1] start in the background (limit ${limit} s, $((SECONDS - T0)) s used)"
+  date +%s.%N >"$WORK/$1.t0"
+  (
+    PYTHONPATH="$SITE${ORIG_PYTHONPATH:+:$ORIG_PYTHONPATH}" timeout --kill-after=10 "$limit" bash -c "$3" \
+      >"$LOGS/$1.log" 2>&1
+    echo $? >"$WORK/$1.rc"
+  ) &
+  echo $! >"$WORK/$1.pid"
+}
+wait_stage() { # NAME LIMIT
+  local name=$1 rc t
+  wait "$(cat "$WORK/$name.pid")" 2>/dev/null
+  rc="$(cat "$WORK/$name.rc" 2>/dev/null || echo 1)"
+  t=$(awk -v a="$(cat "$WORK/$name.t0")" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$t" "$2" >>"$WORK/stages.tsv"
+  if [ "$rc" = 0 ]; then
+    echo 1 >"$WORK/$name.ok"
+    echo "[$name] ok in ${t} s (waited for): $(tail -n 1 "$LOGS/$name.log")"
+  else
+    FAILED=1
+    echo "[$name] FAILED (rc $rc) in ${t} s; last lines of its log:"
+    tail -n 25 "$LOGS/$name.log" | sed 's/^/    /'
+  fi
+}
+
 stage install 150 st_install
+GSPLAT_LIMIT=360
+[ -f "$WORK/installed.txt" ] && background gsplat "$GSPLAT_LIMIT" st_gsplat
 stage versions 60 st_versions
 stage nvidia-smi 30 st_nvidia_smi
 stage speed 150 st_speed
+if [ -f "$WORK/gsplat.pid" ]; then wait_stage gsplat "$GSPLAT_LIMIT"; else
+  printf 'gsplat\tskipped\t0\t0\n' >>"$WORK/stages.tsv"
+  FAILED=1
+fi
 stage nerf 240 st_nerf
 stage pytest 150 st_pytest
 

@@ -32,6 +32,8 @@
 #   gpu_check.sh installs it only if `torchvision` is missing there, never over the machine's own.
 # - gsplat 1.4.0 / nerfacc 0.5.2 are pure-Python wheels that JIT-compile CUDA on first use of their ops; nerfacto
 #   with `implementation torch` calls neither (import only), so nothing is compiled and tinycudann is not needed.
+#   Splat editing on CUDA does call gsplat's kernels: gpu_check.sh builds them (torch.utils.cpp_extension, which
+#   needs nvcc and ninja; ninja is carried as a fill-in in case the machine's PATH lacks it).
 # - Not needed by training: open3d (ns-export), pymeshlab, trimesh/yourdfpy/plyfile (viser meshes), comet-ml, wandb,
 #   jupyterlab, timm, lpips, mediapy, av, nuscenes-devkit, gdown, opencv (on the machine). Never carried: torch,
 #   torchaudio, triton, nvidia-*, cuda-* (the machine's CUDA stack must stay untouched).
@@ -59,7 +61,7 @@ PIN=(
   tensorly splines pyquaternion appdirs rawpy fpsample pathos dill multiprocess ppft open-clip-torch
 )
 # Installed only where the machine lacks the distribution (never over the machine's own copy).
-FILL=(torchvision jaxtyping wadler-lindig)
+FILL=(torchvision jaxtyping wadler-lindig ninja)
 # Used only to build this project from source on the machine (--no-build-isolation).
 BUILD=(setuptools)
 # On the machine (KINDS.md) and used by the chain; versions where KINDS.md gives them. Not carried.
