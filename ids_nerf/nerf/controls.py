@@ -1,9 +1,10 @@
 """Viewer panel of an edit.
 
 nerfstudio's viewer discovers ``ViewerElement`` attributes of the pipeline. While an edit runs (``ns-train``), the
-panel holds the live controls (target prompt, guidance scale, FPR on/off, pause), a status line (editing step, steps
-left, the last change) and the before/after switch. Opened with ``ns-viewer`` on a finished run, it shows the run's
-prompts and method read-only, and the before/after switch.
+panel holds the live controls (target prompt, guidance scale, FPR on/off, pause, the edit region: take over the
+viewer's crop box, or the whole scene), a status line (editing step, steps left, the region, the last change) and the
+before/after switch. Opened with ``ns-viewer`` on a finished run, it shows the run's prompts, method and region
+read-only, and the before/after switch.
 
 Every control change is acknowledged: printed on the console, written to tensorboard (text, with the step) and to
 ``<run>/edit_changes.jsonl``, and shown in the status line.
@@ -11,14 +12,16 @@ Every control change is acknowledged: printed on the console, written to tensorb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerElement, ViewerNumber, ViewerText
+from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerElement, ViewerNumber, ViewerText
 
 from ids_nerf.nerf.edit_config import NerfGuidanceConfig
+from ids_nerf.nerf.region import RegionConfig, box_of
 
 
 class EditControls:
@@ -30,10 +33,14 @@ class EditControls:
         live: bool,
         method: str = "",
         on_before_after: Callable[[bool], str] | None = None,
+        region: RegionConfig | None = None,
+        on_region: Callable[[RegionConfig], str] | None = None,
     ) -> None:
         self.guidance = guidance
         self.live = live
         self.method = method
+        self.region = region if region is not None else RegionConfig()
+        self.on_region = on_region
         self.target_prompt = guidance.trg_prompt
         self.trainer: Any = None
         self.run_dir: Path | None = None
@@ -64,6 +71,7 @@ class EditControls:
                 "edit_method": ViewerText("Method", self.method or "-", disabled=True),
                 "edit_source_prompt": ViewerText("Source prompt", self.guidance.src_prompt, disabled=True),
                 "edit_target_prompt": ViewerText("Target prompt", self.target_prompt, disabled=True),
+                "edit_region": ViewerText("Edit region", self.region.describe(), disabled=True),
                 "edit_before_after": before_after,
                 "edit_before_after_status": self._before_after_status,
             }
@@ -93,14 +101,17 @@ class EditControls:
             "edit_pause": ViewerCheckbox(
                 "Pause editing", False, cb_hook=self._on_pause, hint="Stop editing steps; the scene stays viewable."
             ),
+            "edit_region_from_crop": ViewerButton("Use the crop box as edit region", cb_hook=self._on_region_from_crop),
+            "edit_region_clear": ViewerButton("Edit the whole scene", cb_hook=self._on_region_clear),
             "edit_before_after": before_after,
             "edit_before_after_status": self._before_after_status,
         }
 
     # ------------------------------------------------------------------ status
     def status(self) -> str:
-        """The status line: editing progress, then the last control change if any."""
-        return f"{self.progress}; {self.last_change}" if self.last_change else self.progress
+        """The status line: editing progress, the region, then the last control change if any."""
+        parts = [self.progress, self.region.describe(), self.last_change]
+        return "; ".join(p for p in parts if p)
 
     def _show_status(self) -> str:
         text = self.status()
@@ -152,6 +163,27 @@ class EditControls:
         if self.trainer is not None:
             self.trainer.training_state = "paused" if element.value else "training"
             self.log_change("paused", bool(element.value))
+
+    def _set_region(self, region: RegionConfig, field: str, value: Any) -> None:
+        self.region = region
+        if self.on_region is not None:
+            self.on_region(region)
+        self.log_change(field, value)
+
+    def _on_region_from_crop(self, _element: ViewerButton) -> None:
+        panel = getattr(getattr(self.trainer, "viewer_state", None), "control_panel", None)
+        if panel is None:
+            return
+        if not panel.crop_viewport:
+            self.last_change = 'turn on "Crop Viewport" (General tab) and place the box first'
+            self._show_status()
+            return
+        box = box_of(panel.crop_obb)
+        self._set_region(dataclasses.replace(self.region, box=box), "region_box", list(box))
+
+    def _on_region_clear(self, _element: ViewerButton) -> None:
+        if self.region.enabled():
+            self._set_region(dataclasses.replace(self.region, box=None, masks=None), "region", None)
 
     def _on_before_after(self, element: ViewerCheckbox) -> None:
         if self.on_before_after is not None:

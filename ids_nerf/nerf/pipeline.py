@@ -12,7 +12,6 @@ only the scene, and ``ns-render``/``ns-eval``/``ns-export``/``ns-viewer`` never 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,11 +27,19 @@ from torch import Tensor
 from ids_nerf.guidance.sizes import render_size
 from ids_nerf.nerf.controls import EditControls
 from ids_nerf.nerf.edit_config import NERF_PRIOR_FLAGS, EditRenderConfig, NerfGuidanceConfig
+from ids_nerf.nerf.region import EditRegion, RegionConfig, region_image_gradient
 from ids_nerf.profiling import phase
 from ids_nerf.scenes.base import EditView, view_camera
 from ids_nerf.scenes.nerfacto import IDSNerfactoModelConfig
 
-__all__ = ["NERF_PRIOR_FLAGS", "EditRenderConfig", "IDSEditPipeline", "IDSEditPipelineConfig", "NerfGuidanceConfig"]
+__all__ = [
+    "NERF_PRIOR_FLAGS",
+    "EditRenderConfig",
+    "IDSEditPipeline",
+    "IDSEditPipelineConfig",
+    "NerfGuidanceConfig",
+    "RegionConfig",
+]
 
 
 @dataclass
@@ -49,6 +56,10 @@ class IDSEditPipelineConfig(VanillaPipelineConfig):
     """Editing guidance: prompts, score, FPR, prior."""
     render: EditRenderConfig = field(default_factory=EditRenderConfig)
     """Rendering of the edited view: resolution, ray chunks (NeRF), downscale, views."""
+    region: RegionConfig = field(default_factory=RegionConfig)
+    """Restrict the edit to a 3D box and/or per-view masks; outside it the scene stays the source scene (splat:
+    Gaussians outside are frozen; NeRF: the guidance gradient is masked per ray and the render outside is anchored
+    to the source scene's). None given: the whole scene is edited."""
     log_every: int = 50
     """Every N steps save a side-by-side (source photo | render | depth) under <run>/edit_progress and log it."""
     source_checkpoint: Path | None = None
@@ -74,10 +85,17 @@ class IDSEditPipeline(VanillaPipeline):
         # Plain attributes (not nn.Modules): nothing of the prior reaches state_dict() or checkpoints.
         self.__dict__["_prior"] = None
         self.__dict__["_src_latents"] = {}
+        self.__dict__["_frozen_source"] = None  # the source scene, frozen: before/after and the region's anchor
+        self.__dict__["_region"] = None  # EditRegion, built on the first step that needs it
         self.set_seed(42)  # nerfstudio's default --machine.seed; IDSEditTrainer sets the run's
         self.__dict__["progress_dir"] = None
         self.__dict__["controls"] = EditControls(
-            config.guidance, live=test_mode == "val", method=self.method_name(), on_before_after=self.show_source
+            config.guidance,
+            live=test_mode == "val",
+            method=self.method_name(),
+            on_before_after=self.show_source,
+            region=config.region,
+            on_region=self.set_region,
         )
         for name, element in self.controls.elements().items():
             setattr(self, name, element)
@@ -111,11 +129,13 @@ class IDSEditPipeline(VanillaPipeline):
         ``encode_mode sample`` source latents.
         """
         distiller = self._distiller
+        editable = getattr(self.model, "edit_region_mask", None)
         return {
             "seed": self.seed,
             "view_generator": self._view_generator.get_state(),
             "current_view": self._current_view,
             "distiller_generator": distiller.generator.get_state() if distiller is not None else None,
+            "region_gaussians": editable.cpu() if editable is not None else None,
         }
 
     def load_random_state(self, state: dict[str, Any]) -> None:
@@ -125,6 +145,12 @@ class IDSEditPipeline(VanillaPipeline):
         self.__dict__["_current_view"] = int(state["current_view"])
         if state.get("distiller_generator") is not None:
             self.get_distiller().generator.set_state(state["distiller_generator"])
+        if state.get("region_gaussians") is not None and self.config.region.enabled():
+            # the splat region of the interrupted edit (its Gaussians moved since: do not recompute it)
+            dataset = self.datamanager.train_dataset
+            region = EditRegion(self.config.region, dataset.cameras, dataset.image_filenames, "--pipeline.region")
+            self.__dict__["_region"] = region
+            self.model.set_edit_region(state["region_gaussians"].to(self.device))
 
     def method_name(self) -> str:
         """The editing method of the guidance settings (``ids``, ``dds``, ...)."""
@@ -136,29 +162,83 @@ class IDSEditPipeline(VanillaPipeline):
         except KeyError:
             return g.score
 
-    def show_source(self, on: bool) -> str:
-        """Before/after: load (on) or drop (off) a frozen copy of the source scene that the model renders next to the
-        edit. Returns a one-line status (what it costs in memory)."""
-        if not on:
-            self.model.set_source_model(None)
-            return "source scene hidden"
-        if self.model.source_model is not None:
-            return "source scene shown"
+    def frozen_source(self):
+        """A frozen copy of the scene the edit started from (``source_checkpoint``), loaded on first use and shared by
+        the viewer's before/after switch and a region edit's anchor; held outside the module tree (never saved, never
+        optimised). None when the checkpoint is not there."""
+        if self._frozen_source is not None:
+            return self._frozen_source
         checkpoint = self.config.source_checkpoint
         if checkpoint is None or not Path(checkpoint).is_file():
-            return f"no source checkpoint to show ({checkpoint})"
+            return None
         from ids_nerf.nerf.checkpoints import load_checkpoint
 
         state = load_checkpoint(checkpoint)
-        source = copy.deepcopy(self.model)
-        source.set_source_model(None)
+        source = self.model.frozen_copy()
         weights = {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
         source.update_to_step(int(state["step"]))
         source.load_state_dict(weights)  # a splat scene resizes to the checkpoint's Gaussian count
-        source.eval().requires_grad_(False)
+        source.requires_grad_(False)
+        self.__dict__["_frozen_source"] = source
+        return source
+
+    def show_source(self, on: bool) -> str:
+        """Before/after: show (on) or hide (off) the frozen source scene next to the edit. Returns a one-line status
+        (what it costs in memory)."""
+        if not on:
+            self.model.set_source_model(None)
+            return "source scene hidden"
+        source = self.frozen_source()
+        if source is None:
+            return f"no source checkpoint to show ({self.config.source_checkpoint})"
         self.model.set_source_model(source)
         megabytes = sum(t.numel() * t.element_size() for t in source.state_dict().values()) / 1e6
         return f"source scene shown ({megabytes:.0f} MB of weights on {self.device})"
+
+    # ----------------------------------------------------------------- region
+    def edit_region(self) -> EditRegion | None:
+        """The run's region (built on first use from ``config.region``), or None for a whole-scene edit."""
+        if self._region is None and self.config.region.enabled():
+            dataset = self.datamanager.train_dataset
+            region = EditRegion(self.config.region, dataset.cameras, dataset.image_filenames, "--pipeline.region")
+            self.__dict__["_region"] = region
+            if self.model.region_mode == "parameters":
+                self.model.set_edit_region(region.gaussians(self.model.means.detach()))
+        return self._region
+
+    def set_region(self, config: RegionConfig) -> str:
+        """Change the region from the next editing step on (the viewer's crop-box button, called from the viewer's
+        thread: the change waits for the step boundary); returns its description."""
+        self.__dict__["_pending_region"] = config
+        return config.describe()
+
+    def _apply_pending_region(self) -> None:
+        config = self.__dict__.pop("_pending_region", None)
+        if config is None:
+            return
+        self.config.region = config
+        self.__dict__["_region"] = None
+        if self.model.region_mode == "parameters":
+            self.model.set_edit_region(None)
+
+    def _region_gradient(self, view: EditView, rendered, image_grad: Tensor, metrics: dict[str, Any]) -> Tensor:
+        """NeRF region: the guidance gradient inside, the anchor to the source render outside (same rays, same
+        sampling seed)."""
+        region = self.edit_region()
+        if region is None or self.model.region_mode != "image":
+            return image_grad
+        source = self.frozen_source()
+        if source is None:
+            raise RuntimeError(f"a region edit needs its source checkpoint ({self.config.source_checkpoint})")
+        source.train()  # rendered as the edit is: training-mode sampling, the views' learned pose corrections
+        try:
+            with phase("region: source render"), torch.no_grad():
+                before = source.render_for_edit(view)
+        finally:
+            source.eval()
+        inside = region.pixels(view.index, view.camera, before.depth)
+        metrics["region_fraction"] = float(inside.mean())
+        return region_image_gradient(image_grad, inside, rendered.rgb, before.rgb, self.config.region.anchor_weight)
 
     # ----------------------------------------------------------------- lazy prior
     # Methods, not properties: nerfstudio's viewer getattr()s every public attribute of the pipeline.
@@ -230,15 +310,21 @@ class IDSEditPipeline(VanillaPipeline):
         k = max(1, r.downscale)
         camera = view_camera(self.datamanager.train_dataset.cameras, index, height // k, width // k)
         view = EditView(camera, index, self.derived_seed(2) + step, r.chunk_size, g.proposal_loss_mult)
+        self._apply_pending_region()
+        self.edit_region()  # a splat region is resolved before the first render
         rendered = self.model.render_for_edit(view)
         image = rendered.rgb.detach().requires_grad_(True)
         with torch.enable_grad():
             loss, guidance = self._guidance_loss(image, index, height, width, step)
             with phase("vae backward"):
                 (image_grad,) = torch.autograd.grad(loss, image)
+        metrics: dict[str, Any] = {}
+        image_grad = self._region_gradient(view, rendered, image_grad, metrics)
         scene_losses = rendered.push(image_grad)
+        if self.model.region_mode == "parameters" and self.edit_region() is not None:
+            metrics["region_gaussians"] = self.model.freeze_outside_region()
         diag = guidance.diagnostics
-        metrics: dict[str, Any] = {
+        metrics |= {
             "view": index,
             "t": diag["t"],
             "grad_norm": diag["grad_norm"],

@@ -86,6 +86,7 @@ class IDSEditTrainerConfig(TrainerConfig):
                 adopt_source_config(self, source.checkpoint)
             _check_output_dir(self, source.checkpoint)
         _check_data(self)
+        _check_region(self, source)
         from ids_nerf.guidance.prior import check_prior
 
         check_prior(self.pipeline.guidance.prior_config(self.machine.device_type), NERF_PRIOR_FLAGS)
@@ -320,6 +321,25 @@ def _check_data(config: TrainerConfig) -> None:
                 f"--data {data} holds {found} data, but the scene was reconstructed with the {fmt} "
                 "dataparser; pass the data folder of the source run."
             )
+
+
+def _check_region(config: IDSEditTrainerConfig, source: SourceScene) -> None:
+    """A region (--pipeline.region.*) is checked against the scene's training images and bounds (and, for a splat
+    scene, its Gaussians) before anything is written."""
+    region = config.pipeline.region
+    if not region.enabled():
+        return
+    from ids_nerf.nerf.region import check_box, check_region
+
+    check_box(region.box, "--pipeline.region.box")  # its shape first: no data is read for a malformed box
+    dm = config.pipeline.datamanager
+    dataparser = copy.deepcopy(dm.dataparser)
+    dataparser.data = dm.data if dm.data is not None else dataparser.data
+    outputs = dataparser.setup().get_dataparser_outputs(split="train")
+    means = None
+    if source.checkpoint is not None and config.scene_kind().name == "splat":
+        means = load_checkpoint(source.checkpoint)["pipeline"].get("_model.gauss_params.means")
+    check_region(region, outputs, means)
 
 
 def _check_output_dir(config: TrainerConfig, checkpoint: Path) -> None:

@@ -130,9 +130,31 @@ class SourceComparison:
     - source depth|), which the viewer offers in its output list and split screen.
     """
 
+    TRANSIENT = ("_source_model", "_edit_optimizers", "_edit_region", "info", "optimizers")
+    """Run-time attributes that are not the scene: never copied into a frozen copy."""
+
     def set_source_model(self, source: Any | None) -> None:
         """Show the frozen ``source`` model next to this one, or stop (None)."""
         self.__dict__["_source_model"] = source
+
+    def frozen_copy(self) -> Any:
+        """A deep copy of this model without its run-time attributes (:data:`TRANSIENT`: the shown source model, the
+        edit's optimizers and region, the last rasterization's meta; and any tensor of the last forward's graph a
+        submodule keeps, such as nerfacto's ``field._density_before_activation``), in eval mode, gradients off."""
+        import copy
+
+        held = {k: self.__dict__.pop(k) for k in self.TRANSIENT if k in self.__dict__}
+        graph = {  # tensors of a forward's graph cannot be deep-copied (and are no part of the scene)
+            id(value): None
+            for module in self.modules()  # type: ignore[attr-defined]
+            for value in module.__dict__.values()
+            if isinstance(value, Tensor) and value.grad_fn is not None
+        }
+        try:
+            twin = copy.deepcopy(self, memo=graph)
+        finally:
+            self.__dict__.update(held)
+        return twin.eval().requires_grad_(False)
 
     @property
     def source_model(self) -> Any | None:

@@ -43,6 +43,9 @@ class IDSNerfactoModel(SourceComparison, NerfactoModel):
     reports PSNR/SSIM without LPIPS."""
 
     config: IDSNerfactoModelConfig
+    region_mode = "image"
+    """One hash grid holds the whole scene: a region edit masks the image gradient and anchors the outside
+    (:mod:`ids_nerf.nerf.region`)."""
 
     def populate_modules(self) -> None:
         with lpips_without_download():
@@ -81,8 +84,7 @@ class IDSNerfactoModel(SourceComparison, NerfactoModel):
 
     def _render_once_with_grad(self, rays: RayBundle, view: EditView, height: int, width: int) -> RenderedView:
         with phase("render (with grad)"), one_sampler_step(self), seeded_sampling(view.seed, self.device):
-            with torch.enable_grad():
-                out = self(rays)
+            out = self(rays)  # with grad unless the caller disabled it (a frozen source render)
 
         def push(image_grad: Tensor) -> dict[str, float]:
             with phase("scene backward"):

@@ -85,6 +85,9 @@ class IDSSplatModel(SourceComparison, SplatfactoModel):
     """splatfacto, editable (:class:`~ids_nerf.scenes.base.EditableScene`), on CUDA or CPU."""
 
     config: IDSSplatModelConfig
+    region_mode = "parameters"
+    """Each Gaussian is its own parameters: a region edit optimises only the Gaussians inside
+    (:meth:`set_edit_region`) and leaves the others bit-identical."""
 
     def populate_modules(self) -> None:
         """splatfacto's modules; seed points with colours are set up on the CPU (splatfacto calls ``.cuda()``)."""
@@ -224,7 +227,7 @@ class IDSSplatModel(SourceComparison, SplatfactoModel):
         camera.metadata = {"cam_idx": view.index}
         camera_to_world = self.camera_optimizer.apply_to_camera(camera).detach()
         background = torch.tensor(self.config.edit_background, device=self.device, dtype=torch.float32)
-        with phase("render (with grad)"), torch.enable_grad():
+        with phase("render (with grad)"):  # with grad unless the caller disabled it (a frozen source render)
             outputs, _ = self.rasterize(camera, camera_to_world, background, self.config.sh_degree, depth=True)
         rgb = outputs["rgb"]
 
@@ -235,6 +238,42 @@ class IDSSplatModel(SourceComparison, SplatfactoModel):
 
         return RenderedView(rgb=rgb.detach(), depth=outputs["depth"].detach(), push=push)
 
+    # ------------------------------------------------------------------ region (parameters mode)
+    @property
+    def edit_region_mask(self) -> Tensor | None:
+        """(N,) bool: the Gaussians a region edit may change (None: all of them)."""
+        return self.__dict__.get("_edit_region")
+
+    @torch.no_grad()
+    def set_edit_region(self, editable: Tensor | None) -> None:
+        """Restrict the edit to the Gaussians of ``editable`` (N,) bool, or lift the restriction (None). Gaussians
+        that become frozen lose their Adam moments in the same call, so they stop at once (a frozen Gaussian has a
+        zero gradient and zero moments: Adam leaves it bit-identical)."""
+        self.__dict__["_edit_region"] = editable
+        optimizers = self.__dict__.get("_edit_optimizers")
+        if editable is None or optimizers is None:
+            return
+        frozen = ~editable
+        for name in GAUSSIAN_GROUPS:
+            optimizer = optimizers.optimizers.get(name)
+            if optimizer is None:
+                continue
+            for key, value in optimizer.state.get(self.gauss_params[name], {}).items():
+                if key != "step" and isinstance(value, Tensor) and value.shape[:1] == frozen.shape:
+                    value[frozen] = 0
+
+    @torch.no_grad()
+    def freeze_outside_region(self) -> int:
+        """Zero the gradients of the Gaussians outside the region (call after the backward, before the optimizer
+        step). Returns how many Gaussians may change."""
+        editable = self.edit_region_mask
+        if editable is None:
+            return self.num_points
+        for param in self.gauss_params.values():
+            if param.grad is not None:
+                param.grad[~editable] = 0
+        return int(editable.sum())
+
     def edit_param_groups(self) -> dict[str, list[Parameter]]:
         """The six per-Gaussian groups; camera poses and the bilateral grid stay as reconstructed."""
         self.camera_optimizer.requires_grad_(False)
@@ -242,6 +281,7 @@ class IDSSplatModel(SourceComparison, SplatfactoModel):
 
     def edit_callbacks(self, attrs: TrainingCallbackAttributes) -> list[TrainingCallback]:
         """Culling every ``edit_cull.every`` steps (:class:`EditCullConfig`)."""
+        self.__dict__["_edit_optimizers"] = attrs.optimizers  # a region change resets its frozen Adam moments
         cull = self.config.edit_cull
         if cull.every <= 0 or attrs.optimizers is None:
             return []
@@ -259,13 +299,17 @@ class IDSSplatModel(SourceComparison, SplatfactoModel):
 def cull_gaussians(model: SplatfactoModel, optimizers: Optimizers, cull: EditCullConfig) -> int:
     """Remove the Gaussians that are invisible (opacity < ``cull.alpha_thresh``) or huge (largest scale >
     ``cull.scale_thresh``), from the parameters and from their optimizers' state in the same call (gsplat's
-    ``strategy.ops.remove``). Returns how many were removed."""
+    ``strategy.ops.remove``); with a region, only Gaussians inside it, and the region's mask shrinks with them.
+    Returns how many were removed."""
     from gsplat.strategy.ops import remove
 
     params = model.gauss_params
     opacity = torch.sigmoid(params["opacities"].flatten())
     largest = torch.exp(params["scales"]).amax(dim=-1)
     mask = (opacity < cull.alpha_thresh) | (largest > cull.scale_thresh)
+    editable = getattr(model, "edit_region_mask", None)
+    if editable is not None:
+        mask &= editable
     count = int(mask.sum())
     if count == 0:
         return 0
@@ -284,4 +328,6 @@ def cull_gaussians(model: SplatfactoModel, optimizers: Optimizers, cull: EditCul
     for name in groups:  # gsplat's remove replaced the Parameters: the ParameterDict and nerfstudio's view follow
         params[name] = optimizers.optimizers[name].param_groups[0]["params"][0]
         optimizers.parameters[name] = [params[name]]
+    if editable is not None:
+        model.__dict__["_edit_region"] = editable[~mask]
     return count
