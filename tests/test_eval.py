@@ -473,3 +473,35 @@ def test_render_mode_bad_configs_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("ids-eval: error: --load-config") and match in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_render_mode_scores_the_copied_run_itself(nerf_runs, tmp_path, capsys):
+    """A run folder copied elsewhere is scored with the checkpoint of its own nerfstudio_models/ (nerfstudio's
+    eval_setup would load the original's, which its config.yml still records); the checkpoint is printed and recorded.
+    The copy's checkpoint has its colour head switched off, so its renders are black where the original's are not."""
+    import shutil
+
+    from ids_nerf.nerf.checkpoints import load_checkpoint
+
+    copy = tmp_path / "copied-edit"
+    shutil.copytree(nerf_runs["edit"].parent, copy, ignore=shutil.ignore_patterns("eval-*", "events.out.*"))
+    ckpt = sorted((copy / "nerfstudio_models").glob("step-*.ckpt"))[-1]
+    state = load_checkpoint(ckpt)
+    state["pipeline"]["_model.field.mlp_head.layers.2.weight"].zero_()
+    state["pipeline"]["_model.field.mlp_head.layers.2.bias"].fill_(-30.0)  # sigmoid -> rgb 0
+    torch.save(state, ckpt)
+    out = tmp_path / "eval"
+    args = ["render", "--load-config", str(copy / "config.yml"), "--source-config", str(nerf_runs["recon"])]
+    assert main([*args, *RENDER_PROMPTS, *CLIP, "--output-dir", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"checkpoint (--load-config): {ckpt} (step" in printed
+    rec = _strict_json(out / "metrics.json")
+    assert rec["provenance"]["edited_run"]["checkpoint"] == str(ckpt)
+    recon_ckpt = sorted((nerf_runs["recon"].parent / "nerfstudio_models").glob("step-*.ckpt"))[-1]
+    assert rec["provenance"]["source_run"]["checkpoint"] == str(recon_ckpt)
+    pngs = sorted((out / "renders" / "edit").glob("*.png"))
+    assert len(pngs) == 3
+    for png in pngs:
+        edit = np.asarray(Image.open(png), dtype=np.float64) / 255
+        source = np.asarray(Image.open(out / "renders" / "source" / png.name), dtype=np.float64) / 255
+        assert edit.mean() < 0.02 < 0.2 < source.mean(), (png.name, edit.mean(), source.mean())

@@ -319,6 +319,52 @@ def test_auto_parser_delegates_nerfstudio_data(tmp_path: Path) -> None:
     assert parser.delegate.downscale_factor == 1
 
 
+# ----------------------------------------------------------------------------------------------- validate_scene_data
+
+
+def test_validate_scene_data_follows_the_dataparser(tmp_path: Path) -> None:
+    """The dataparser's format is required and its options honoured; nothing is written."""
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    from ids_nerf.nerf.dataparsers.validate import SPLITS_EVAL, validate_scene_data
+
+    c2w, bounds = _forward_facing_cameras()
+    llff = write_llff(tmp_path / "scene", c2w, bounds, factors=())
+    with pytest.raises(UserInputError, match=r"blender-data reads .*transforms_train.json.* holds llff data"):
+        validate_scene_data(llff, "--data", BlenderDataParserConfig())
+    # images_2 would be written from images/ by the parser: valid, and not written by the check
+    assert validate_scene_data(llff, "--data", LLFFDataParserConfig(downscale_factor=2)) == "llff"
+    assert not (llff / "images_2").exists()
+    with pytest.raises(UserInputError, match="images_2"):
+        validate_scene_data(llff, "--data", LLFFDataParserConfig(downscale_factor=2, create_downscaled=False))
+    for image in (llff / "images").iterdir():  # rotated: H x W where poses_bounds.npy says W x H
+        Image.new("RGB", (H, W)).save(image, format="PNG")
+    with pytest.raises(UserInputError, match="aspect ratio"):
+        validate_scene_data(llff)
+
+    blender = write_blender(tmp_path / "lego")
+    (blender / "transforms_test.json").unlink()
+    assert validate_scene_data(blender) == "blender"  # ns-train reads train and val only
+    with pytest.raises(UserInputError, match=r"transforms_test.json' is missing \(the test split"):
+        validate_scene_data(blender, "--load-config x: the run's data", splits=SPLITS_EVAL)
+
+    one = write_nerfstudio(tmp_path / "one", n=1)
+    with pytest.raises(UserInputError, match="training split would be empty"):
+        validate_scene_data(one, "--data", AutoDataParserConfig(eval_interval=8))
+    assert validate_scene_data(one, "--data", AutoDataParserConfig(eval_interval=0)) == "nerfstudio"
+    capture = write_nerfstudio(tmp_path / "capture")
+    with pytest.raises(UserInputError, match="images_2"):  # downscale factor 2 reads images_2/, which is missing
+        validate_scene_data(capture, "--data", AutoDataParserConfig(downscale_factor=2))
+
+
+def test_auto_parser_cameras_have_metadata(tmp_path: Path) -> None:
+    """`ns-export cameras` (nerfstudio 1.1.5) asserts camera.metadata is not None on runs with a camera optimizer;
+    nerfstudio's Blender parser leaves it None, the auto dataparser sets it."""
+    outputs = AutoDataParserConfig(data=write_blender(tmp_path / "lego")).setup().get_dataparser_outputs("train")
+    assert outputs.cameras.metadata == {}
+    assert outputs.cameras[0:1].metadata == {}
+
+
 def test_dataparser_specifications() -> None:
     assert isinstance(llff_dataparser, DataParserSpecification)
     assert isinstance(auto_dataparser, DataParserSpecification)

@@ -1,7 +1,7 @@
 """Scripted evaluation of edits (``ids-eval``): CLIP, LPIPS, background PSNR, IoU and depth change, exactly defined.
 
 Modules: ``clip_metrics`` (CLIP embeddings and the CLIP metrics), ``identity`` (LPIPS, background PSNR, IoU,
-depth change), ``sources`` (image folders; renders of nerfstudio runs through ``eval_setup``), ``report`` (JSON,
+depth change), ``sources`` (image folders; renders of nerfstudio runs, each with its own checkpoint), ``report`` (JSON,
 Markdown, contact sheet, video, comparison table) and ``cli``. This package imports nothing.
 
 Metric definitions (the text below is what ``ids-eval --help`` prints):

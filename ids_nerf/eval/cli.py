@@ -88,11 +88,13 @@ class EvalOptions:
 
 @dataclass(kw_only=True)
 class RenderOptions(EvalOptions):
-    """Render an edited nerfstudio run (and its source run) with depth through eval_setup, then score it.
+    """Render an edited nerfstudio run (and its source run) with depth, each with the newest checkpoint of the
+    nerfstudio_models/ folder next to its config.yml (printed, and recorded in metrics.json), then score it.
     Metric definitions: ids-eval --help."""
 
     load_config: Path
-    """config.yml of the edited run (outputs/<scene>/<method>/<timestamp>/config.yml)."""
+    """config.yml of the edited run (outputs/<scene>/<method>/<timestamp>/config.yml); the run is scored with the
+    newest checkpoint in the nerfstudio_models/ folder next to it (also for a run folder copied elsewhere)."""
     source_config: Path | None = None
     """config.yml of the source (reconstruction) run: its renders are the source views and give depth_change.
     Without it the source views are the dataset's original photos and depth_change is null."""
@@ -356,9 +358,11 @@ def evaluate(cfg: RenderOptions | ImagesOptions) -> dict:
     _validate(cfg)
     unavailable: dict[str, str] = {}
     if render:  # cheap checks, then the networks (fail fast on missing weights), then the slow renders
-        sources.check_run(cfg.load_config, "--load-config", cfg.data)
+        sources.check_run(cfg.load_config, "--load-config", cfg.data, cfg.split)
         if cfg.source_config is not None:
-            sources.check_run(cfg.source_config, "--source-config", cfg.data)
+            sources.check_run(cfg.source_config, "--source-config", cfg.data, cfg.split)
+        elif cfg.video and (inferred := orbit_source(cfg)) is not None:
+            sources.check_run(inferred, ORBIT_SOURCE_FLAG, cfg.data, "test")
         out = _output_dir(cfg)
         clip, lp = _load_models(cfg, _device(cfg.device), unavailable)
         views = sources.load_render_views(cfg.load_config, cfg.source_config, cfg.split, cfg.data, cfg.progress)
@@ -423,6 +427,10 @@ def evaluate(cfg: RenderOptions | ImagesOptions) -> dict:
     return record
 
 
+ORBIT_SOURCE_FLAG = "--video (source run of the orbit, from the edit's source checkpoint)"
+"""How errors name the orbit's source run when it was not given with --source-config."""
+
+
 def orbit_source(cfg: RenderOptions) -> Path | None:
     """The source run of the orbit: --source-config, else the run of the checkpoint the edit started from (its
     ``pipeline.source_checkpoint``, which a resumed edit keeps; for runs that lack it, its --load-dir), if any."""
@@ -440,15 +448,17 @@ def orbit_source(cfg: RenderOptions) -> Path | None:
 
 def write_orbit(cfg: RenderOptions, path: Path) -> dict[str, Any]:
     """Render and write orbit.mp4 (source | edit, or the edit alone when no source run is known)."""
-    from ids_nerf.eval import orbit, sources
+    from ids_nerf.eval import orbit
 
     source = orbit_source(cfg)
-    edit_frames, source_frames = orbit.render_orbit(
-        (cfg.load_config, sources.update_callback(cfg.load_config, cfg.data)),
-        (source, sources.update_callback(source, cfg.data)) if source is not None else None,
+    flag = "--source-config" if cfg.source_config is not None else ORBIT_SOURCE_FLAG
+    edit_frames, source_frames, checkpoints = orbit.render_orbit(
+        (cfg.load_config, "--load-config"),
+        (source, flag) if source is not None else None,
         cfg.orbit_keyframes,
         cfg.orbit_steps,
         cfg.progress,
+        cfg.data,
     )
     if source_frames is None:
         frames = [orbit.labelled_row([(e, "edit (no source run known: pass --source-config)")]) for e in edit_frames]
@@ -456,7 +466,12 @@ def write_orbit(cfg: RenderOptions, path: Path) -> dict[str, Any]:
         pairs = zip(source_frames, edit_frames, strict=True)
         frames = [orbit.labelled_row([(s, "source"), (e, "edit")]) for s, e in pairs]
     orbit.write_mp4(frames, path, cfg.orbit_fps)
-    return {"frames": len(frames), "fps": cfg.orbit_fps, "source_run": str(source) if source is not None else None}
+    return {
+        "frames": len(frames),
+        "fps": cfg.orbit_fps,
+        "source_run": str(source) if source is not None else None,
+        "checkpoints": checkpoints,
+    }
 
 
 def compare(cfg: CompareOptions) -> str:
@@ -488,6 +503,11 @@ def run(cmd: Any) -> str:
     for key, why in record["unavailable"].items():
         grouped.setdefault(why, []).append(key)
     lines += [f"not computed: {', '.join(keys)}: {why}" for why, keys in grouped.items()]
+    if record["mode"] == "render":
+        for role, flag in (("edited_run", "--load-config"), ("source_run", "--source-config")):
+            run_info = record["provenance"].get(role)
+            if run_info:
+                lines.append(f"checkpoint ({flag}): {run_info['checkpoint']} (step {run_info['step']})")
     lines.append(f"ids-eval: wrote {Path(record['outputs']['json']).parent} ({record['seconds']:.1f} s)")
     return "\n".join(lines)
 

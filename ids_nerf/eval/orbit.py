@@ -27,11 +27,11 @@ def orbit_cameras(cameras, keyframes: int, steps: int):
     return get_interpolated_camera_path(cameras[index], steps=steps, order_poses=True)
 
 
-def _load(config_path: Path, update_config):
-    from nerfstudio.utils.eval_utils import eval_setup
+def _load(config_path: Path, flag: str, data: Path | None):
+    from ids_nerf.eval.sources import load_run
 
-    _, pipeline, _, _ = eval_setup(Path(config_path), test_mode="test", update_config_callback=update_config)
-    return pipeline
+    _, pipeline, checkpoint, _ = load_run(Path(config_path), flag, data, "test")
+    return pipeline, checkpoint
 
 
 def _render(pipeline, path, progress: bool, desc: str) -> list[np.ndarray]:
@@ -44,27 +44,34 @@ def _render(pipeline, path, progress: bool, desc: str) -> list[np.ndarray]:
 
 
 def render_orbit(
-    edited: tuple[Path, object],
-    source: tuple[Path, object] | None,
+    edited: tuple[Path, str],
+    source: tuple[Path, str] | None,
     keyframes: int,
     steps: int,
     progress: bool = True,
-) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    data: Path | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None, dict[str, str]]:
     """Renders of the orbit (:func:`orbit_cameras` of the edited run's training cameras) by the edited run and, if
-    given, the source run; each run is ``(config.yml, eval_setup's update_config_callback)``. One pipeline is in
-    memory at a time."""
-    pipeline = _load(*edited)
+    given, the source run; each run is ``(config.yml, the flag it was given with)`` and is loaded with its own newest
+    checkpoint (:func:`ids_nerf.eval.sources.load_run`, ``data``: --data). One pipeline is in memory at a time.
+
+    Returns:
+        the edited run's frames, the source run's (or None), and the checkpoint used of each ("edit", "source").
+    """
+    pipeline, checkpoint = _load(*edited, data)
+    checkpoints = {"edit": str(checkpoint)}
     path = orbit_cameras(pipeline.datamanager.train_dataset.cameras, keyframes, steps)
     edit_frames = _render(pipeline, path, progress, "orbit (edited run)")
     del pipeline
     gc.collect()
     source_frames = None
     if source is not None:
-        pipeline = _load(*source)
+        pipeline, checkpoint = _load(*source, data)
+        checkpoints["source"] = str(checkpoint)
         source_frames = _render(pipeline, path, progress, "orbit (source run)")
         del pipeline
         gc.collect()
-    return edit_frames, source_frames
+    return edit_frames, source_frames, checkpoints
 
 
 def labelled_row(panels: list[tuple[np.ndarray, str]]) -> np.ndarray:

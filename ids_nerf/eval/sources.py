@@ -1,7 +1,9 @@
 """Where the views come from: folders of images (2D results), or renders of nerfstudio runs.
 
-Runs are loaded through nerfstudio's own loading path (``nerfstudio.utils.eval_utils.eval_setup``, as ``ns-eval``
-and ``ns-render`` do), so an ids-edit run never loads its diffusion prior here. Views of two runs, and files of two
+Runs are loaded as nerfstudio's ``eval_setup`` (``ns-eval``, ``ns-render``) loads them, the pipeline built from the
+run's config.yml, so an ids-edit run never loads its diffusion prior here; but always with the newest checkpoint of
+the ``nerfstudio_models/`` folder next to the given config.yml (a copied run is evaluated, not the run it was copied
+from), checked first, and named on the console and in metrics.json. Views of two runs, and files of two
 folders, are paired by name. Every bad input raises :class:`~ids_nerf.errors.UserInputError` with the fix.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -202,34 +204,49 @@ def load_image_folders(
 # --------------------------------------------------------------------------------------------- nerfstudio runs
 
 
-def _relocate(config, config_path: Path) -> None:
-    """Point the run's output folder at where its config.yml is now (runs moved, or relative output dirs)."""
-    base = config_path.resolve().parent
-    if config.get_base_dir().resolve() == base:
-        return
-    if base.name == str(config.timestamp) and base.parent.name == config.method_name:
-        config.output_dir = base.parents[2]
-        config.experiment_name = base.parents[1].name
+def use_data(config, data: Path | None):
+    """``--data``: read the run's scene from ``data`` instead of the folder recorded in its config.yml."""
+    if data is not None:
+        config.data = data
+        config.pipeline.datamanager.data = data
+        config.pipeline.datamanager.dataparser.data = data
+    return config
 
 
-def update_callback(config_path: Path, data: Path | None) -> Callable:
-    def update(config):
-        _relocate(config, config_path)
-        if data is not None:
-            config.data = data
-            config.pipeline.datamanager.data = data
-            config.pipeline.datamanager.dataparser.data = data
-        return config
-
-    return update
+def _step(path: Path) -> int:
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
-def check_run(config_path: Path, flag: str, data: Path | None = None):
-    """Validate a run's config.yml before anything heavy loads; returns the (relocated) TrainerConfig."""
+def run_checkpoint(config, config_path: Path) -> tuple[Path, Path | None]:
+    """``(models folder, newest step-*.ckpt or None)`` of the run whose ``config.yml`` is ``config_path``.
+
+    Always the ``nerfstudio_models/`` folder next to the given config.yml (its ``relative_model_dir``), wherever the
+    run folder now is: nerfstudio's ``eval_setup`` instead loads from the folder recorded in config.yml
+    (``output_dir/experiment_name/method_name/timestamp``), so a copied run would silently score the original's
+    checkpoint."""
+    models = Path(config_path).parent / Path(getattr(config, "relative_model_dir", "nerfstudio_models"))
+    ckpts = sorted((p for p in models.glob("step-*.ckpt") if _step(p) >= 0), key=_step) if models.is_dir() else []
+    return models, (ckpts[-1] if ckpts else None)
+
+
+def _data_splits(split: str) -> tuple[str, ...]:
+    from ids_nerf.nerf.dataparsers.validate import SPLITS_EVAL, SPLITS_TRAIN
+
+    return SPLITS_TRAIN if split == "val" else SPLITS_EVAL
+
+
+def check_run(config_path: Path, flag: str, data: Path | None = None, split: str = "test"):
+    """Validate a run before anything heavy loads: its config.yml, its own newest checkpoint (complete, checksums
+    intact) and its scene data as the ``split`` evaluation reads it. Returns the TrainerConfig (with ``--data``
+    applied and ``load_dir`` set to the run's own ``nerfstudio_models/``)."""
     import yaml
     from nerfstudio.engine.trainer import TrainerConfig
 
-    from ids_nerf.nerf.checkpoints import register_safe_globals
+    from ids_nerf.nerf.checkpoints import check_checkpoint, register_safe_globals
+    from ids_nerf.nerf.dataparsers.validate import validate_scene_data
 
     register_safe_globals()
     config_path = Path(config_path)
@@ -256,13 +273,22 @@ def check_run(config_path: Path, flag: str, data: Path | None = None):
             f"{flag} {config_path}: method {config.method_name!r} is not registered with nerfstudio; install the "
             "plugin that provides it (for ids-* methods: pip install -e . in the ids_nerf repository)."
         )
-    config = update_callback(config_path, data)(config)
-    ckpt_dir = config.get_checkpoint_dir()
-    if not ckpt_dir.is_dir() or not any(ckpt_dir.glob("step-*.ckpt")):
-        raise UserInputError(
-            f"{flag} {config_path}: no checkpoint (step-*.ckpt) in {ckpt_dir}. Has the run saved one? If the run "
-            "folder was moved, keep its outputs/<scene>/<method>/<timestamp>/ layout."
+    config = use_data(config, data)
+    models, checkpoint = run_checkpoint(config, config_path)
+    if checkpoint is None:
+        recorded = config.get_checkpoint_dir()
+        elsewhere = (
+            f" (its config.yml records {recorded}, which is not evaluated: only the checkpoints of the run whose "
+            "config.yml is given are)"
+            if recorded.resolve() != models.resolve() and recorded.is_dir()
+            else ""
         )
+        raise UserInputError(
+            f"{flag} {config_path}: no checkpoint (step-*.ckpt) in {models}{elsewhere}. Has the run saved one? "
+            "A copied run folder must keep its nerfstudio_models/ next to its config.yml."
+        )
+    check_checkpoint(checkpoint, f"{flag} {config_path}")
+    config.load_dir, config.load_step = models, _step(checkpoint)
     dm = config.pipeline.datamanager
     data_dir = Path(dm.data if dm.data is not None else dm.dataparser.data)
     if not data_dir.exists():
@@ -270,7 +296,35 @@ def check_run(config_path: Path, flag: str, data: Path | None = None):
             f"{flag} {config_path}: the run's data {data_dir} was not found (relative paths are relative to the "
             "current folder). Run ids-eval from the folder you trained in, or pass --data."
         )
+    label = "--data" if data is not None else f"{flag} {config_path}: the run's data (pass --data to use another copy)"
+    validate_scene_data(data_dir, label, dm.dataparser, _data_splits(split))
     return config
+
+
+def load_run(config_path: Path, flag: str, data: Path | None = None, split: str = "test"):
+    """:func:`check_run`, then the run's pipeline with the weights of its own newest checkpoint, as nerfstudio's
+    ``eval_setup`` builds it (``test_mode`` "val" for the val split, else "test"); prints the checkpoint used.
+
+    Returns:
+        ``(config, pipeline, checkpoint, step)``.
+    """
+    from nerfstudio.configs.method_configs import all_methods
+
+    from ids_nerf.nerf.checkpoints import load_checkpoint
+
+    config = check_run(config_path, flag, data, split)
+    _, checkpoint = run_checkpoint(config, config_path)
+    assert checkpoint is not None  # check_run refuses a run without one
+    state = load_checkpoint(checkpoint, f"{flag} {config_path}")
+    step = int(state["step"])
+    print(f"{flag} {config_path}: checkpoint {checkpoint} (step {step})")
+    config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = config.pipeline.setup(device=device, test_mode="val" if split == "val" else "test")
+    pipeline.eval()
+    pipeline.load_pipeline(state["pipeline"], step)
+    del state
+    return config, pipeline, checkpoint, step
 
 
 @dataclass
@@ -300,14 +354,9 @@ def _view_name(filename: Path, root: Path) -> str:
 def render_run(
     config_path: Path, split: Split = "test", data: Path | None = None, progress: bool = True, flag: str = "run"
 ) -> RenderedRun:
-    """Render the ``split`` cameras of a run (rgb + depth) through ``eval_setup``; the pipeline is freed after."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    check_run(config_path, flag, data)
-    test_mode = "val" if split == "val" else "test"
-    config, pipeline, ckpt, step = eval_setup(
-        Path(config_path), test_mode=test_mode, update_config_callback=update_callback(Path(config_path), data)
-    )
+    """Render the ``split`` cameras of a run (rgb + depth) with the weights of its own newest checkpoint
+    (:func:`load_run`); the pipeline is freed after."""
+    config, pipeline, ckpt, step = load_run(Path(config_path), flag, data, split)
     dm = pipeline.datamanager
     root = Path(dm.config.data if dm.config.data is not None else dm.dataparser.config.data)
     datasets = {"test": [dm.eval_dataset], "val": [dm.eval_dataset], "train": [dm.train_dataset]}.get(
@@ -353,9 +402,6 @@ def load_render_views(
     progress: bool = True,
 ) -> Views:
     """Views of an edited run against the source run's renders (``source_config``) or the original photos."""
-    check_run(edited_config, "--load-config", data)
-    if source_config is not None:
-        check_run(source_config, "--source-config", data)
     edit = render_run(edited_config, split, data, progress, "--load-config")
     provenance = {"edited_run": edit.info, "source_run": None, "source": "original photos"}
     notes: list[str] = []

@@ -3,6 +3,10 @@
 * ``llff_dataparser`` (``llff-data``): LLFF forward-facing scenes (:mod:`ids_nerf.nerf.dataparsers.llff`);
 * ``auto_dataparser`` (``ids-auto-data``): detects LLFF, Blender or nerfstudio data
   (:mod:`ids_nerf.nerf.dataparsers.auto`).
+
+:func:`ids_nerf.nerf.dataparsers.validate.validate_scene_data` checks a data folder as these parsers will read it,
+before a command writes anything. It is not imported here: it subclasses nerfstudio's ``TrainerConfig``, whose import
+chain reads nerfstudio's dataparser registry, which imports this package while it is being built.
 """
 
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification

@@ -47,10 +47,15 @@ def _marker_format(folder: Path) -> DataFormat | None:
     return None
 
 
-def unknown_format_message(path: Path) -> str:
+def unknown_format_message(path: Path, flag: str = "--data") -> str:
     """The error text for a folder in no known format: what was looked for, candidates, flags to use."""
     looked_for = ", ".join(f"{marker} ({name})" for marker, _, name in MARKERS)
-    lines = [f"Could not detect the dataset format of '{path}': it holds none of {looked_for}."]
+    try:
+        empty = not any(path.iterdir())
+    except OSError:
+        empty = False
+    what = "it is empty" if empty else f"it holds none of {looked_for}"
+    lines = [f"{flag} {path}: could not detect the dataset format of this folder: {what}."]
     try:
         subdirs = sorted(p for p in path.iterdir() if p.is_dir())
     except OSError:
@@ -58,9 +63,11 @@ def unknown_format_message(path: Path) -> str:
     found = [(p, fmt) for p in subdirs if (fmt := _marker_format(p)) is not None]
     if found:
         shown = ", ".join(f"{p} ({fmt})" for p, fmt in found[:5]) + (" ..." if len(found) > 5 else "")
-        lines.append(f"Its subfolders hold datasets; pass one of them to --data: {shown}.")
+        lines.append(f"Its subfolders hold datasets; use one of them: {shown}.")
+    if " " in flag:  # not a flag the user typed (e.g. a preset's scene): the ns-train examples do not apply
+        return " ".join(lines)
     lines += [
-        "Point --data at a dataset folder, or name the dataparser explicitly after the method's options, e.g.:",
+        f"Point {flag} at a dataset folder, or name the dataparser explicitly after the method's options, e.g.:",
         "  ns-train ids-edit --data data/nerf_llff_data/fern llff-data",
         "  ns-train ids-edit --data data/blender/lego blender-data",
         "  ns-train ids-edit --data data/my-capture nerfstudio-data",
@@ -69,8 +76,13 @@ def unknown_format_message(path: Path) -> str:
     return "\n".join(lines)
 
 
-def detect_data_format(path: str | Path) -> DataFormat:
-    """The format of the dataset at ``path`` (a folder, or a nerfstudio ``.json`` file).
+def detect_data_format(path: str | Path, flag: str = "--data") -> DataFormat:
+    """The format of the dataset at ``path`` (a folder, or a nerfstudio ``.json`` file), from its marker files only
+    (:func:`ids_nerf.nerf.dataparsers.validate.validate_scene_data` also checks their content).
+
+    Args:
+        path: the dataset folder.
+        flag: how the user gave ``path`` (named in errors).
 
     Raises:
         UserInputError: ``path`` does not exist or holds no known format; the message says what to pass.
@@ -79,12 +91,13 @@ def detect_data_format(path: str | Path) -> DataFormat:
     if path.is_file() and path.suffix == ".json":
         return "nerfstudio"
     if not path.exists():
-        raise UserInputError(f"Dataset folder '{path}' does not exist (check --data).")
+        where = "" if path.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise UserInputError(f"{flag} {path}: this dataset folder does not exist{where}; check the path.")
     if not path.is_dir():
-        raise UserInputError(f"--data should be a dataset folder, got the file '{path}'.")
+        raise UserInputError(f"{flag} {path}: this is a file; pass the dataset folder.")
     fmt = _marker_format(path)
     if fmt is None:
-        raise UserInputError(unknown_format_message(path))
+        raise UserInputError(unknown_format_message(path, flag))
     return fmt
 
 
@@ -162,4 +175,9 @@ class AutoDataParser(DataParser):
             self.delegate.downscale_factor = value  # type: ignore[attr-defined]
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs: object) -> DataparserOutputs:
-        return self.delegate.get_dataparser_outputs(split, **kwargs)  # type: ignore[arg-type]
+        outputs = self.delegate.get_dataparser_outputs(split, **kwargs)  # type: ignore[arg-type]
+        if outputs.cameras.metadata is None:
+            # nerfstudio's Blender parser leaves it None, and `ns-export cameras` (nerfstudio 1.1.5) then fails with
+            # `assert camera.metadata is not None` on any run with a camera optimizer (nerfacto, ids-recon)
+            outputs.cameras.metadata = {}
+        return outputs

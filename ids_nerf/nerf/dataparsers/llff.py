@@ -103,11 +103,21 @@ def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     try:
         arr = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"Cannot read '{path}': {exc}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserInputError(f"Cannot read '{path}' as a numpy array (.npy): {exc}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise UserInputError(f"'{path}' is an .npz archive; LLFF needs one (N, 17) array saved with np.save.")
     if arr.ndim != 2 or arr.shape[1] != 17 or len(arr) == 0:
-        raise UserInputError(f"'{path}' should hold an (N, 17) array (LLFF poses_bounds.npy), got shape {arr.shape}.")
+        raise UserInputError(
+            f"'{path}' should hold an (N, 17) array (LLFF poses_bounds.npy: per image a 3x5 pose [R | t | hwf] "
+            f"and the near and far bounds), got shape {arr.shape}."
+        )
+    if not np.issubdtype(arr.dtype, np.number):
+        raise UserInputError(f"'{path}' should hold numbers, got dtype {arr.dtype}.")
     arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        raise UserInputError(f"'{path}' holds NaN or infinite values (rows {rows[:5].tolist()}).")
     poses = arr[:, :15].reshape(-1, 3, 5)
     c2w = np.tile(np.eye(4), (len(arr), 1, 1))
     # [down, right, backwards] -> [right, up, backwards], as in NeRF's load_llff_data
@@ -219,6 +229,62 @@ def write_downscaled(src: Path, dst: Path, factor: int) -> None:
         ) from exc
 
 
+def choose_downscale_factor(hwf: np.ndarray, downscale_factor: int | None) -> int:
+    """The factor of the image folder to read: ``downscale_factor`` if given (>= 1), else the smallest of
+    :data:`AUTO_FACTORS` whose images fit in :data:`MAX_AUTO_RESOLUTION` pixels (``hwf``: (N, 3) full-resolution
+    height, width, focal)."""
+    if downscale_factor is not None:
+        if downscale_factor < 1:
+            raise UserInputError(f"downscale_factor must be >= 1, got {downscale_factor}.")
+        return int(downscale_factor)
+    full = float(hwf[:, :2].max())
+    return next((k for k in AUTO_FACTORS if full / k <= MAX_AUTO_RESOLUTION), AUTO_FACTORS[-1])
+
+
+def source_image_folder(data: Path, factor: int, create_downscaled: bool) -> tuple[Path, Path]:
+    """``(folder, source)``: the image folder the parser reads for ``factor`` and the folder its images come from:
+    ``folder`` itself when it exists, else ``images/`` (from which the parser writes ``folder``). Writes nothing.
+
+    Raises:
+        UserInputError: neither exists (or ``create_downscaled`` is off); the message names the folder.
+    """
+    folder = image_folder(data, factor)
+    if folder.is_dir():
+        return folder, folder
+    full = image_folder(data, 1)
+    if factor == 1 or not create_downscaled or not full.is_dir():
+        if factor == 1:
+            hint = "The full-resolution images belong in images/."
+        elif not full.is_dir():
+            hint = f"It cannot be written from the full-resolution images: '{full}' is missing too."
+        else:
+            hint = "Set --create-downscaled True to write it from images/, or pick a factor whose folder exists."
+        raise UserInputError(
+            f"LLFF image folder '{folder}' does not exist (downscale factor {factor}). {hint} "
+            f"Found image folders: {sorted(p.name for p in data.glob('images*') if p.is_dir()) or 'none'}."
+        )
+    return folder, full
+
+
+def check_image_count(folder: Path, num_images: int, poses_path: Path, num_poses: int) -> None:
+    """LLFF pairs the images of ``folder`` (sorted by name) with the poses one to one."""
+    if num_images != num_poses:
+        raise UserInputError(
+            f"'{folder}' holds {num_images} images but '{poses_path}' has {num_poses} poses; "
+            "they must match one to one (images sorted by file name)."
+        )
+
+
+def check_aspect_ratio(sizes: np.ndarray, hwf: np.ndarray, folder: Path) -> None:
+    """The images' (N, 2) width, height must have the aspect ratio of ``hwf`` (2% tolerance)."""
+    sx, sy = sizes[:, 0] / hwf[:, 1], sizes[:, 1] / hwf[:, 0]
+    if np.any(np.abs(sx - sy) > 0.02 * np.maximum(sx, sy)):
+        raise UserInputError(
+            f"Images in '{folder}' do not have the aspect ratio of poses_bounds.npy's height/width "
+            f"({int(hwf[0, 0])}x{int(hwf[0, 1])}); are they rotated or cropped?"
+        )
+
+
 class LLFFDataParser(DataParser):
     """Parses an LLFF scene folder into nerfstudio cameras; see the module docstring for the conventions."""
 
@@ -228,42 +294,19 @@ class LLFFDataParser(DataParser):
         super().__init__(config=config)
 
     def _choose_factor(self, hwf: np.ndarray) -> int:
-        if self.config.downscale_factor is not None:
-            if self.config.downscale_factor < 1:
-                raise UserInputError(f"downscale_factor must be >= 1, got {self.config.downscale_factor}.")
-            return int(self.config.downscale_factor)
-        full = float(hwf[:, :2].max())
-        factor = next((k for k in AUTO_FACTORS if full / k <= MAX_AUTO_RESOLUTION), AUTO_FACTORS[-1])
-        if factor > 1:
-            CONSOLE.log(f"LLFF: automatic downscale factor {factor} (full resolution {full:.0f} px)")
+        factor = choose_downscale_factor(hwf, self.config.downscale_factor)
+        if factor > 1 and self.config.downscale_factor is None:
+            CONSOLE.log(f"LLFF: automatic downscale factor {factor} (full resolution {float(hwf[:, :2].max()):.0f} px)")
         return factor
 
     def _image_files(self, factor: int, num_poses: int) -> list[Path]:
         data = self.config.data
-        folder = image_folder(data, factor)
-        if not folder.is_dir():
-            full = image_folder(data, 1)
-            if factor == 1 or not self.config.create_downscaled or not full.is_dir():
-                if factor == 1:
-                    hint = "The full-resolution images belong in images/."
-                elif not full.is_dir():
-                    hint = f"It cannot be written from the full-resolution images: '{full}' is missing too."
-                else:
-                    hint = (
-                        "Set --create-downscaled True to write it from images/, or pick a factor whose folder exists."
-                    )
-                raise UserInputError(
-                    f"LLFF image folder '{folder}' does not exist (downscale factor {factor}). {hint} "
-                    f"Found image folders: {sorted(p.name for p in data.glob('images*') if p.is_dir()) or 'none'}."
-                )
-            CONSOLE.log(f"LLFF: writing '{folder}' ({factor}x smaller than '{full}')")
-            write_downscaled(full, folder, factor)
+        folder, source = source_image_folder(data, factor, self.config.create_downscaled)
+        if source != folder:
+            CONSOLE.log(f"LLFF: writing '{folder}' ({factor}x smaller than '{source}')")
+            write_downscaled(source, folder, factor)
         files = list_images(folder)
-        if len(files) != num_poses:
-            raise UserInputError(
-                f"'{folder}' holds {len(files)} images but '{data / 'poses_bounds.npy'}' has {num_poses} poses; "
-                "they must match one to one (images sorted by file name)."
-            )
+        check_image_count(folder, len(files), data / "poses_bounds.npy", num_poses)
         return files
 
     def _split_indices(self, num_images: int, split: str) -> np.ndarray:
@@ -296,12 +339,8 @@ class LLFFDataParser(DataParser):
             with Image.open(path) as img:
                 sizes.append(img.size)
         wh = np.array(sizes, dtype=np.float64)  # (N, 2) width, height
+        check_aspect_ratio(wh, hwf, files[0].parent)
         sx, sy = wh[:, 0] / hwf[:, 1], wh[:, 1] / hwf[:, 0]
-        if np.any(np.abs(sx - sy) > 0.02 * np.maximum(sx, sy)):
-            raise UserInputError(
-                f"Images in '{files[0].parent}' do not have the aspect ratio of poses_bounds.npy's height/width "
-                f"({int(hwf[0, 0])}x{int(hwf[0, 1])}); are they rotated or cropped?"
-            )
         if np.any(np.abs(wh[:, 0] - hwf[:, 1] / factor) > 1.0):
             CONSOLE.log(
                 f"[yellow]LLFF: images in '{files[0].parent}' are not {factor}x smaller than poses_bounds.npy's "
@@ -330,6 +369,7 @@ class LLFFDataParser(DataParser):
             width=t(wh[idx, 0]).int()[:, None],
             height=t(wh[idx, 1]).int()[:, None],
             camera_type=CameraType.PERSPECTIVE,
+            metadata={},  # not None: `ns-export cameras` (nerfstudio 1.1.5) asserts it with a camera optimizer
         )
         s = float(self.config.scene_scale)
         return DataparserOutputs(
