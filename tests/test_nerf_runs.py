@@ -96,7 +96,9 @@ def test_interrupted_edit_resumes_bit_equal(toy_nerf_run, tmp_path, monkeypatch,
         return real_step(self, step)
 
     monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
-    train_run(cut)  # ns-train catches the Ctrl-C and stops
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C inside a step: exit 130, the last checkpoint stands
+        train_run(cut)
+    assert stopped.value.code == 130
     monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
     models = cut.get_checkpoint_dir()
     assert sorted(p.name for p in models.glob("step-*.ckpt")) == ["step-000000002.ckpt"]
@@ -170,7 +172,7 @@ def test_nerfacto_never_downloads_lpips_weights(tmp_path, monkeypatch):
     from nerfstudio.data.scene_box import SceneBox
 
     from ids_nerf.scenes import base as model_module
-    from ids_nerf.nerf.demo import cpu_friendly_nerfacto
+    from ids_nerf.scenes.cpu_sizes import cpu_friendly_nerfacto
     from ids_nerf.scenes.nerfacto import IDSNerfactoModelConfig
 
     def no_network(*args, **kwargs):
@@ -220,7 +222,7 @@ def test_control_changes_are_acknowledged(toy_nerf_run, tmp_path):
     assert {"edit_status", "edit_pause", "edit_guidance_scale", "edit_before_after"} <= set(elements)
     trainer = type("T", (), {"step": 120, "base_dir": tmp_path, "edit_steps_total": 3000})()
     controls.attach_trainer(trainer)
-    assert controls.step_done(119, 3000) == "step 120 of 3000 (2880 left)"
+    assert controls.step_done(119, 3000) == "step 120 of 3000 (2880 left); region: whole scene"
     elements["edit_guidance_scale"].value = 12.5
     controls._on_scale(elements["edit_guidance_scale"])
     elements["edit_target_prompt"].value = "a green sphere"
@@ -231,4 +233,7 @@ def test_control_changes_are_acknowledged(toy_nerf_run, tmp_path):
         {"step": 120, "field": "guidance_scale", "value": 12.5},
         {"step": 120, "field": "target_prompt", "value": "a green sphere"},
     ]
-    assert controls.step_done(120, 3000) == "step 121 of 3000 (2879 left); target_prompt = 'a green sphere' at step 120"
+    assert (
+        controls.step_done(120, 3000)
+        == "step 121 of 3000 (2879 left); region: whole scene; target_prompt = 'a green sphere' at step 120"
+    )

@@ -23,12 +23,27 @@ from ids_nerf.scenes.kinds import SCENE_KINDS, SceneKind, kind_of_model
 def train_run(config: TrainerConfig) -> Path:
     """Run ``ns-train`` in this process and close its event writers, so that a later run in the same process does
     not append to this run's tensorboard file (nerfstudio keeps its writers in a module-global list). Returns the
-    run's ``config.yml``."""
-    from nerfstudio.scripts.train import main as ns_train
-    from nerfstudio.utils import writer
+    run's ``config.yml``.
+
+    A single-device run goes through nerfstudio's own steps (``--data`` alias, timestamp, config printed and saved,
+    seed, ``train_loop``) but not its launcher, which would swallow a KeyboardInterrupt (traceback, return as if the
+    run had finished): an interruption reaches the caller (and our trainers end it with exit code 130/143)."""
+    from nerfstudio.scripts import train as ns
+    from nerfstudio.utils import profiler, writer
 
     try:
-        ns_train(config)
+        if config.machine.num_devices * config.machine.num_machines != 1:
+            ns.main(config)  # several devices: nerfstudio's launcher spawns the workers
+        else:
+            if config.data:
+                config.pipeline.datamanager.data = config.data
+            config.set_timestamp()
+            config.print_to_terminal()
+            config.save_config()
+            try:
+                ns.train_loop(local_rank=0, world_size=1, config=config)
+            finally:
+                profiler.flush_profiler(config.logging)
     finally:
         for event_writer in writer.EVENT_WRITERS:
             tb = getattr(event_writer, "tb_writer", None)
@@ -47,9 +62,22 @@ def read_run_config(config_yml: Path) -> Any | None:
 
 
 def final_checkpoint(run: Path, config: Any) -> Path | None:
-    """The checkpoint a finished run saved at its last step (``max_num_iterations - 1``), or None."""
+    """The checkpoint a finished run saved at its last step, or None. The last step is ``max_num_iterations - 1``;
+    for a run that continued another one with --load-dir (nerfstudio's resume, e.g. the command an interrupted
+    reconstruction prints), nerfstudio ran ``max_num_iterations`` more steps after the loaded one (editing runs
+    count their steps from the edit's start instead, a resumed edit included)."""
     models = run / getattr(config, "relative_model_dir", Path("nerfstudio_models"))
-    path = models / f"step-{int(config.max_num_iterations) - 1:09d}.ckpt"
+    last = int(config.max_num_iterations) - 1
+    load_dir = getattr(config, "load_dir", None)
+    if load_dir is not None and not hasattr(getattr(config, "pipeline", None), "guidance"):
+        loaded = config.load_step
+        if loaded is None:
+            steps = [int(p.stem.split("-")[-1]) for p in Path(load_dir).glob("step-*.ckpt")]
+            loaded = max(steps, default=None)
+        if loaded is None:
+            return None
+        last = int(loaded) + int(config.max_num_iterations)
+    path = models / f"step-{last:09d}.ckpt"
     return path if path.is_file() else None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,7 @@ from ids_nerf.console import exit_on_user_error
 from ids_nerf.errors import UserError, UserInputError
 from ids_nerf.nerf.checkpoints import load_checkpoint
 from ids_nerf.nerf.edit_config import NERF_PRIOR_FLAGS
+from ids_nerf.nerf.interrupts import InterruptibleTraining
 from ids_nerf.nerf.pipeline import IDSEditPipelineConfig
 from ids_nerf.profiling import phase
 from ids_nerf.scenes.kinds import SCENE_KINDS, SceneKind, kind_of_model
@@ -77,7 +79,12 @@ class IDSEditTrainerConfig(TrainerConfig):
             from ids_nerf.presets import apply_preset, load_preset
 
             apply_preset(self, load_preset(g.preset, "--pipeline.guidance.preset"), g.preset_data_root)
+        given_data = self.data or self.pipeline.datamanager.data
         source = locate_source(self)
+        if source.checkpoint is not None:
+            from ids_nerf.nerf.checkpoints import check_checkpoint
+
+            check_checkpoint(source.checkpoint, self.checkpoint_flag())
         if source.resume:
             adopt_edit_run(self, source)
         validate_edit_config(self)
@@ -85,12 +92,19 @@ class IDSEditTrainerConfig(TrainerConfig):
             if self.adopt_source_config and not source.resume:
                 adopt_source_config(self, source.checkpoint)
             _check_output_dir(self, source.checkpoint)
-        _check_data(self)
+        _check_data(self, given_data is not None, source.checkpoint)
         _check_region(self, source)
         from ids_nerf.guidance.prior import check_prior
 
         check_prior(self.pipeline.guidance.prior_config(self.machine.device_type), NERF_PRIOR_FLAGS)
         return source
+
+    def print_to_terminal(self) -> None:
+        """ns-train prints the whole config (~230 lines) before it saves it: validate first, so that bad input ends
+        with its one-paragraph error alone."""
+        with exit_on_user_error(f"ns-train {self.method_name}"):
+            self.prepare()
+        super().print_to_terminal()
 
     def save_config(self) -> None:
         """Called by ns-train before the trainer exists: validate only (exit 2 on bad input, nothing written); the
@@ -101,6 +115,14 @@ class IDSEditTrainerConfig(TrainerConfig):
     def write_config(self) -> None:
         """Write ``<run>/config.yml`` (nerfstudio's own :meth:`TrainerConfig.save_config`)."""
         super().save_config()
+
+    def checkpoint_flag(self) -> str:
+        """How the user named the source checkpoint (for messages about it)."""
+        if self.load_checkpoint is not None:
+            return "--load-checkpoint"
+        if self.load_dir is not None:
+            return f"--load-dir {self.load_dir}"
+        return f"--data {self.data or self.pipeline.datamanager.data}: its newest reconstruction"
 
     def scene_kind(self) -> SceneKind:
         """The scene kind this method edits (from its model config)."""
@@ -172,6 +194,12 @@ def adopt_edit_run(config: IDSEditTrainerConfig, source: SourceScene) -> None:
     edit, checkpoint = source.edit, source.checkpoint
     assert edit is not None and checkpoint is not None
     run = checkpoint.parent.parent
+    step, total = checkpoint_step(checkpoint), int(edit.max_num_iterations)
+    if step + 1 >= total:
+        raise EditSetupError(
+            f"{checkpoint} is the last step of its edit ({total} steps): nothing to resume. Add --edit-anew to edit "
+            "its result again."
+        )
     if edit.method_name != config.method_name:
         raise EditSetupError(
             f"--load-dir {checkpoint.parent} is an interrupted {edit.method_name} run: resume it with "
@@ -191,7 +219,17 @@ def adopt_edit_run(config: IDSEditTrainerConfig, source: SourceScene) -> None:
     config.pipeline = copy.deepcopy(edit.pipeline)
     config.data = None
     config.machine.seed, config.max_num_iterations = edit.machine.seed, edit.max_num_iterations
+    if config.experiment_name is None:  # the resumed run's folder sits next to the interrupted one's
+        config.experiment_name = edit.experiment_name
     config.optimizers = copy.deepcopy(edit.optimizers)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step of a nerfstudio checkpoint file, from its name (``step-000001234.ckpt``)."""
+    try:
+        return int(Path(checkpoint).stem.split("-")[-1])
+    except ValueError:
+        raise EditSetupError(f"{checkpoint}: not a nerfstudio checkpoint name (step-<n>.ckpt).") from None
 
 
 def find_checkpoint(config: TrainerConfig) -> Path:
@@ -282,8 +320,11 @@ def adopt_source_config(config: IDSEditTrainerConfig, checkpoint: Path) -> None:
     config.pipeline.model = dataclasses.replace(config.pipeline.model, **values)
     dataparser = source.pipeline.datamanager.dataparser
     user_data = config.data or config.pipeline.datamanager.data
+    # without --data: the source run's own data folder (its datamanager's; a dataparser saved by nerfstudio may hold
+    # its class default, e.g. Blender's data/blender/lego, when the run was given its data through --data)
+    run_data = next(d for d in (source.pipeline.datamanager.data, source.data, dataparser.data) if d is not None)
     config.pipeline.datamanager.dataparser = dataparser
-    config.pipeline.datamanager.data = Path(user_data) if user_data is not None else dataparser.data
+    config.pipeline.datamanager.data = Path(user_data if user_data is not None else run_data)
 
 
 def span_schedules(config: TrainerConfig) -> None:
@@ -294,33 +335,24 @@ def span_schedules(config: TrainerConfig) -> None:
             scheduler.max_steps = config.max_num_iterations
 
 
-def _check_data(config: TrainerConfig) -> None:
-    """The data folder must hold data of a known format, and of the format the dataparser reads."""
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-
-    from ids_nerf.nerf.dataparsers.auto import detect_data_format
-    from ids_nerf.nerf.dataparsers.llff import LLFFDataParserConfig
+def _check_data(config: TrainerConfig, given: bool, checkpoint: Path | None) -> None:
+    """The data folder holds data the dataparser reads, complete and readable (every file it will open), checked
+    before anything is written (:func:`~ids_nerf.nerf.dataparsers.validate.validate_scene_data`). ``given``: the
+    user passed --data (else it is the source run's own, recorded in its config.yml)."""
+    from ids_nerf.nerf.dataparsers.validate import SPLITS_TRAIN, validate_scene_data
 
     dm = config.pipeline.datamanager
     data = dm.data if dm.data is not None else dm.dataparser.data
     if data is None:
         return
+    flag = "--data"
+    if not given and checkpoint is not None:
+        run_yml = checkpoint.parent.parent / "config.yml"
+        flag = f"{config.checkpoint_flag()}: the source run's data (recorded in {run_yml}; pass --data if it moved)"
     try:
-        found = detect_data_format(data)
+        validate_scene_data(Path(data), flag, dm.dataparser, SPLITS_TRAIN)
     except UserInputError as err:
         raise EditSetupError(str(err)) from None
-    readers = {
-        BlenderDataParserConfig: "blender",
-        LLFFDataParserConfig: "llff",
-        NerfstudioDataParserConfig: "nerfstudio",
-    }
-    for cls, fmt in readers.items():
-        if isinstance(dm.dataparser, cls) and found != fmt:
-            raise EditSetupError(
-                f"--data {data} holds {found} data, but the scene was reconstructed with the {fmt} "
-                "dataparser; pass the data folder of the source run."
-            )
 
 
 def _check_region(config: IDSEditTrainerConfig, source: SourceScene) -> None:
@@ -352,13 +384,13 @@ def _check_output_dir(config: TrainerConfig, checkpoint: Path) -> None:
         )
 
 
-def load_source_scene(pipeline: Any, checkpoint: Path, method_name: str) -> int:
+def load_source_scene(pipeline: Any, checkpoint: Path, method_name: str, flag: str | None = None) -> int:
     """Load the scene of ``checkpoint`` into ``pipeline`` (a splat scene takes the checkpoint's Gaussian count);
     returns the step it was saved at. Raises :class:`EditSetupError` for a checkpoint of another scene kind or model.
     Build the optimizers after this call: they must hold the loaded parameters."""
     kind = kind_of_model(pipeline.config.model)
     assert kind is not None
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, flag)
     if not kind.checkpoint_matches(state):
         found = next((k for k in SCENE_KINDS.values() if k.checkpoint_matches(state)), None)
         hint = f" It holds a {found.label}." if found is not None else ""
@@ -370,7 +402,7 @@ def load_source_scene(pipeline: Any, checkpoint: Path, method_name: str) -> int:
     return int(state["step"])
 
 
-class IDSEditTrainer(Trainer):
+class IDSEditTrainer(InterruptibleTraining, Trainer):
     """Trainer driving :class:`IDSEditPipeline` for exactly ``max_num_iterations`` editing steps."""
 
     config: IDSEditTrainerConfig
@@ -416,7 +448,19 @@ class IDSEditTrainer(Trainer):
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         """Load the diffusion prior first (a prior error exits 2 before anything is written), write config.yml,
-        then build the pipeline and load the source scene (or the interrupted edit)."""
+        then build the pipeline and load the source scene (or the interrupted edit). Ctrl-C / SIGTERM here: exit
+        130 / 143 with one line, and nothing of this run is kept (no step was edited)."""
+        from ids_nerf.console import exit_on_interrupt
+
+        message = "interrupted while setting up the edit, before its first step; nothing to resume (no run folder kept)"
+        with exit_on_interrupt(f"ns-train {self.config.method_name}", lambda: message):
+            try:
+                self._setup(test_mode)
+            except KeyboardInterrupt:
+                self._remove_run_folder()
+                raise
+
+    def _setup(self, test_mode: Literal["test", "val", "inference"]) -> None:
         from ids_nerf.guidance.prior import DiffusionPrior
 
         guidance = self.config.pipeline.guidance
@@ -435,7 +479,9 @@ class IDSEditTrainer(Trainer):
             self._resume_edit()
             return
         with exit_on_user_error(f"ns-train {self.config.method_name}"):
-            source_step = load_source_scene(self.pipeline, self.source_checkpoint, self.config.method_name)
+            source_step = load_source_scene(
+                self.pipeline, self.source_checkpoint, self.config.method_name, self.config.checkpoint_flag()
+            )
         self.optimizers = self.setup_optimizers()  # over the loaded parameters (a splat's are new tensors)
         self._start_step = 0  # exactly max_num_iterations editing steps, whatever the source step
         CONSOLE.print(
@@ -447,14 +493,9 @@ class IDSEditTrainer(Trainer):
         """Continue an interrupted edit: its scene, optimizer and scheduler states, step count and random streams."""
         from ids_nerf.nerf.resume import load_edit_state
 
-        state = load_checkpoint(self.source_checkpoint)
-        step, total = int(state["step"]), self.config.max_num_iterations
         with exit_on_user_error(f"ns-train {self.config.method_name}"):
-            if step + 1 >= total:
-                raise EditSetupError(
-                    f"{self.source_checkpoint} is the last step of its edit ({total} steps): nothing to resume. "
-                    "Add --edit-anew to edit its result again."
-                )
+            state = load_checkpoint(self.source_checkpoint, self.config.checkpoint_flag())
+        step, total = int(state["step"]), self.config.max_num_iterations
         self.pipeline.load_pipeline(state["pipeline"], step)
         self.optimizers = self.setup_optimizers()  # over the loaded parameters (a splat's are new tensors)
         self.optimizers.load_optimizers(state["optimizers"])
@@ -468,13 +509,26 @@ class IDSEditTrainer(Trainer):
         )
 
     def train(self) -> None:
-        """nerfstudio's loop runs ``max_num_iterations`` steps from the start step: a resumed edit runs the rest."""
+        """nerfstudio's loop runs ``max_num_iterations`` steps from the start step: a resumed edit runs the rest.
+        Interruptions: :class:`~ids_nerf.nerf.interrupts.InterruptibleTraining`."""
         total = self.config.max_num_iterations
         self.config.max_num_iterations = total - self._start_step
+        self.edit_steps_total = total
         try:
             super().train()
         finally:
             self.config.max_num_iterations = total
+
+    def total_steps(self) -> int:
+        """The edit's steps, a resumed edit's included."""
+        return self.edit_steps_total
+
+    def resume_command(self) -> str:
+        """``ns-train <method> --load-dir <the run's checkpoints>`` (+ where and on what it ran, when not nerfstudio's
+        defaults): the resume path continues the edit's steps, optimizers and random streams."""
+        run = self.checkpoint_dir if self.has_checkpoint() else self.source_checkpoint.parent
+        words = ["ns-train", self.config.method_name, "--load-dir", str(run), *self.machine_flags()]
+        return shlex.join(words)
 
     def _update_viewer_state(self, step: int) -> None:
         """nerfstudio's viewer update, plus the panel's step counter at every step (nerfstudio refreshes it only
@@ -494,7 +548,9 @@ class IDSEditTrainer(Trainer):
 
     def train_iteration(self, step: int):  # type: ignore[override]
         """One editing step, honouring --gradient-accumulation-steps (per parameter group) and --log-gradients
-        as nerfstudio's Trainer does; the backward pass happens inside :meth:`IDSEditPipeline.edit_step`."""
+        as nerfstudio's Trainer does; the backward pass happens inside :meth:`IDSEditPipeline.edit_step`. A stop
+        requested since the last step (Ctrl-C, SIGTERM) happens here, before anything of this step changes."""
+        self.stop_point()
         groups = list(self.optimizers.parameters.keys())
         accumulate = self.gradient_accumulation_steps
         self.optimizers.zero_grad_some([g for g in groups if step % accumulate[g] == 0])

@@ -27,6 +27,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
 from ids_nerf.guidance.methods import NERF_METHODS, MethodSpec
 from ids_nerf.nerf.dataparsers.auto import AutoDataParserConfig
+from ids_nerf.nerf.recon import ReconTrainerConfig
 from ids_nerf.scenes.nerfacto import IDSNerfactoModelConfig
 from ids_nerf.scenes.splat import GAUSSIAN_GROUPS, IDSSplatModelConfig
 
@@ -100,7 +101,7 @@ class SceneKind:
 
 
 def _nerfacto_recon() -> TrainerConfig:
-    return TrainerConfig(
+    return ReconTrainerConfig(
         method_name="ids-recon",
         steps_per_eval_batch=500,
         steps_per_save=2000,
@@ -135,7 +136,7 @@ def _splat_recon() -> TrainerConfig:
     """splatfacto's own recipe (nerfstudio 1.1.5 ``splatfacto``), through the format-detecting dataparser (3D points
     when the data has them, else splatfacto's random initialisation) and on CUDA or CPU."""
     steps = 30000
-    return TrainerConfig(
+    return ReconTrainerConfig(
         method_name="ids-splat-recon",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
