@@ -52,9 +52,7 @@ def edit_method(spec: MethodSpec, kind: SceneKind) -> MethodSpecification:
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     )
-    return MethodSpecification(
-        config=config, description=f"{spec.description}: text-guided editing of a {kind.label}."
-    )
+    return MethodSpecification(config=config, description=f"{spec.description}: text-guided editing of a {kind.label}.")
 
 
 #: Every ns-train editing method (``ids-edit``, ``ids-splat-edit``, ``dds-edit``, ...), from the method registry.

@@ -48,6 +48,10 @@ class RegionConfig:
     anchor_weight: float = 1.0
     """NeRF scenes: weight w of the anchor w * sum over pixels outside the region of (render - source render)^2, the
     source render being the frozen source scene's render of the same rays (splat scenes freeze parameters instead)."""
+    anchor_tolerance: float = 0.0
+    """NeRF scenes: outside the region, colour differences from the source render up to this (per channel, in [0, 1])
+    give no anchor gradient, so parameters seen only outside stay untouched until they drift further (Adam would
+    move them by about its learning rate for any gradient, however small)."""
     mask_vote: float = 0.5
     """Splat scenes with masks: a Gaussian is editable when its centre projects into the masks of at least this
     fraction of the training views that see it (in front of the camera and inside the image)."""
@@ -244,13 +248,22 @@ def project(camera, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def region_image_gradient(
-    image_grad: Tensor, inside: Tensor, rgb: Tensor, source_rgb: Tensor | None, anchor_weight: float
+    image_grad: Tensor,
+    inside: Tensor,
+    rgb: Tensor,
+    source_rgb: Tensor | None,
+    anchor_weight: float,
+    tolerance: float = 0.0,
 ) -> Tensor:
     """The image gradient of a region edit (NeRF): the guidance gradient inside the region, plus outside the gradient
-    of the anchor ``anchor_weight * sum((1 - inside) * (rgb - source_rgb)^2)``. All (H, W, 3) / (H, W, 1)."""
+    of the anchor ``anchor_weight * sum((1 - inside) * max(|rgb - source_rgb| - tolerance, 0)^2)``. All (H, W, 3) /
+    (H, W, 1)."""
     grad = image_grad * inside
     if source_rgb is not None and anchor_weight > 0:
-        grad = grad + 2.0 * anchor_weight * (1.0 - inside) * (rgb - source_rgb)
+        residual = rgb - source_rgb
+        if tolerance > 0:
+            residual = torch.sign(residual) * (residual.abs() - tolerance).clamp(min=0)
+        grad = grad + 2.0 * anchor_weight * (1.0 - inside) * residual
     return grad
 
 

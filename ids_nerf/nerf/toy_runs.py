@@ -20,8 +20,13 @@ TOY_TRG_PROMPT = "a blue sphere on a checkered floor"
 """The demo's edit."""
 
 
+TOY_POINTS = 5000
+"""Points of the toy scene's point cloud (``points3d.ply``), the start of a splat reconstruction."""
+
+
 def write_toy_scene(data: Path, n_train: int, size: int, seed: int, n_val: int = 4, n_test: int = 8) -> None:
-    """"a red sphere on a checkered floor" as a Blender-format dataset in ``data``."""
+    """Write the toy scene "a red sphere on a checkered floor" as a Blender-format dataset in ``data``, with a point
+    cloud of :data:`TOY_POINTS` points seen by its training views (what COLMAP gives a real capture)."""
     from ids_nerf.toy.datasets import write_blender
     from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
@@ -30,14 +35,18 @@ def write_toy_scene(data: Path, n_train: int, size: int, seed: int, n_val: int =
         floor="checkered",
         light_dir=(0.4, -0.5, 0.75),
     )
-    write_blender(scene, data, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed)
+    write_blender(scene, data, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, points=TOY_POINTS)
 
 
-def toy_dataparser():
-    """Blender parser of the toy scenes (scale 0.3: the scene fits nerfacto's default scene box; opaque images)."""
+def toy_dataparser(data: Path | None = None):
+    """Blender parser of the toy scenes (scale 0.3: the scene fits nerfacto's default scene box; opaque images), with
+    the scene's point cloud when ``data`` has one (splatfacto starts from it; nerfacto ignores it)."""
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
-    return BlenderDataParserConfig(scale_factor=0.3, alpha_color=None)
+    from ids_nerf.toy.datasets import POINTS_FILE
+
+    ply = POINTS_FILE if data is not None and (Path(data) / POINTS_FILE).is_file() else None
+    return BlenderDataParserConfig(scale_factor=0.3, alpha_color=None, ply_path=None if ply is None else Path(ply))
 
 
 def _quiet_run(config: Any, runs: Path, name: str, steps: int, device: str, seed: int) -> None:
@@ -52,7 +61,7 @@ def reconstruction_config(kind: SceneKind | str, data: Path, runs: Path, steps: 
     kind = SCENE_KINDS[kind] if isinstance(kind, str) else kind
     config = kind.recon()
     config.data = config.pipeline.datamanager.data = data
-    config.pipeline.datamanager.dataparser = toy_dataparser()
+    config.pipeline.datamanager.dataparser = toy_dataparser(data if kind.name == "splat" else None)
     if hasattr(config.pipeline.datamanager, "train_num_rays_per_batch"):  # nerfacto: rays per batch
         config.pipeline.datamanager.train_num_rays_per_batch = 512
         config.pipeline.datamanager.eval_num_rays_per_batch = 512

@@ -29,11 +29,10 @@ def cpu_friendly_nerfacto(model: NerfactoModelConfig) -> None:
 
 
 def cpu_friendly_splatfacto(model: SplatfactoModelConfig, gaussians: int = 4000, extent: float = 2.0) -> None:
-    """Shrink splatfacto's random initialisation to ``gaussians`` Gaussians in a cube of side ``extent`` around the
-    origin (a toy scene at the demo's scale_factor 0.3 fits in it), SH degree 1, and densify on a schedule that a
-    reconstruction of a few hundred to a few thousand steps reaches (warm-up 200, refine every 100, reset every 10
-    refinements, full resolution from the start: the toy views are 64 px)."""
-    model.random_init = True
+    """Splatfacto for a CPU: without seed points, a random initialisation of ``gaussians`` Gaussians in a cube of
+    side ``extent`` around the origin (a toy scene at the demo's scale_factor 0.3 fits in it); SH degree 1; densify
+    on a schedule that a reconstruction of a few hundred to a few thousand steps reaches (warm-up 200, refine every
+    100, reset every 10 refinements, full resolution from the start: the toy views are 64 px)."""
     model.num_random = gaussians
     model.random_scale = extent
     model.sh_degree = 1

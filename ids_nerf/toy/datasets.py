@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from ids_nerf.toy.cameras import Camera, forward_facing_cameras, orbit_cameras, sample_camera_for_scene
-from ids_nerf.toy.raycast import render, to_uint8
+from ids_nerf.toy.raycast import RenderOutput, grid_directions, render, to_uint8
 from ids_nerf.toy.scene_spec import SceneSpec, caption, scene_extent
 
 # Column permutation between OpenGL camera axes [right, up, back] and LLFF's [down, right, back].
@@ -55,15 +55,56 @@ _GL_TO_LLFF = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 """``R_llff = R_gl @ _GL_TO_LLFF``: LLFF column 0 = -up, column 1 = right, column 2 = back."""
 
 
-def _save_view(scene: SceneSpec, camera: Camera, image_path: Path, gt_stem: Path, supersample: int) -> np.ndarray:
-    """Render one view; save the PNG, the id mask and the depth. Returns the depth map."""
+def _save_view(scene: SceneSpec, camera: Camera, image_path: Path, gt_stem: Path, supersample: int) -> RenderOutput:
+    """Render one view; save the PNG, the id mask and the depth. Returns the render."""
     out = render(scene, camera, supersample)
     image_path.parent.mkdir(parents=True, exist_ok=True)
     gt_stem.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(out.rgb)).save(image_path)
     Image.fromarray((out.object_ids + 1).astype(np.uint8)).save(gt_stem.with_name(gt_stem.name + "_mask.png"))
     np.save(gt_stem.with_name(gt_stem.name + "_depth.npy"), out.depth)
-    return out.depth
+    return out
+
+
+POINTS_FILE = "points3d.ply"
+"""The point cloud :func:`write_blender` writes with ``points > 0`` (nerfstudio's Blender parser reads it with
+``--ply-path points3d.ply``): what a COLMAP reconstruction would give splatfacto to start from."""
+
+
+def point_cloud(
+    views: list[tuple[Camera, RenderOutput]], n_points: int, rng: np.random.Generator, sky_distance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_points`` coloured points (xyz float (N, 3), rgb uint8 (N, 3)) sampled from the views' pixel centres: the
+    surface each pixel sees (its z-depth along the ray), and sky pixels on a dome ``sky_distance`` from the camera."""
+    xyz, rgb = [], []
+    for camera, out in views:
+        dirs = grid_directions(camera, 1).reshape(3, -1).T  # camera-space z = -1: t along dirs = the z-depth
+        depth = out.depth.reshape(-1).astype(np.float64)
+        sky = ~np.isfinite(depth)
+        t = np.where(sky, sky_distance / np.linalg.norm(dirs, axis=1), depth)
+        xyz.append(camera.center[None, :] + t[:, None] * dirs)
+        rgb.append(to_uint8(out.rgb.reshape(-1, 3)))
+    all_xyz, all_rgb = np.concatenate(xyz), np.concatenate(rgb)
+    pick = rng.choice(len(all_xyz), size=min(n_points, len(all_xyz)), replace=False)
+    return all_xyz[pick], all_rgb[pick]
+
+
+def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """An ASCII PLY of coloured points (what open3d and nerfstudio's parsers read)."""
+    header = [
+        "ply",
+        "format ascii 1.0",
+        f"element vertex {len(xyz)}",
+        "property float x",
+        "property float y",
+        "property float z",
+        "property uchar red",
+        "property uchar green",
+        "property uchar blue",
+        "end_header",
+    ]
+    rows = [f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}" for (x, y, z), (r, g, b) in zip(xyz, rgb, strict=True)]
+    path.write_text("\n".join(header + rows) + "\n")
 
 
 def _write_scene_json(scene: SceneSpec, out_dir: Path, extra: dict[str, Any]) -> None:
@@ -90,11 +131,14 @@ def write_blender(
     seed: int = 0,
     fov_deg: float = 45.0,
     supersample: int = 2,
+    points: int = 0,
 ) -> dict[str, list[Camera]]:
     """Render ``scene`` into a NeRF-synthetic style dataset under ``out_dir`` (see the module docstring).
 
     Train and val cameras are drawn from ``np.random.default_rng(seed)`` (random azimuth, elevation and
-    distance around the scene); test cameras are a ring of ``n_test`` at 30 degrees elevation.
+    distance around the scene); test cameras are a ring of ``n_test`` at 30 degrees elevation. With ``points > 0``
+    also :data:`POINTS_FILE`: that many coloured points seen by the training views (:func:`point_cloud`, the sky on
+    a dome three times the cameras' distance away), drawn from the same generator after the cameras.
 
     Returns:
         The cameras of each split, ``{"train": [...], "val": [...], "test": [...]}``.
@@ -110,16 +154,22 @@ def write_blender(
             n_test, size, size, radius=2.25 + 1.85 * radius, elevation_deg=30.0, fov_deg=fov_deg, target=tuple(center)
         ),
     }
+    train_views: list[tuple[Camera, RenderOutput]] = []
     for split, split_cams in cams.items():
         frames = []
         for i, cam in enumerate(split_cams):
             stem = out / split / f"r_{i}"
-            _save_view(scene, cam, stem.with_suffix(".png"), stem, supersample)
+            rendered = _save_view(scene, cam, stem.with_suffix(".png"), stem, supersample)
+            if split == "train":
+                train_views.append((cam, rendered))
             frames.append(
                 {"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": np.asarray(cam.c2w).tolist()}
             )
         transforms = {"camera_angle_x": math.radians(fov_deg), "frames": frames}
         (out / f"transforms_{split}.json").write_text(json.dumps(transforms, indent=2))
+    if points > 0:
+        distance = 3.0 * float(np.mean([np.linalg.norm(cam.center - center) for cam, _ in train_views]))
+        write_ply(out / POINTS_FILE, *point_cloud(train_views, points, rng, distance))
     _write_scene_json(
         scene,
         out,
@@ -131,6 +181,7 @@ def write_blender(
             "n_train": n_train,
             "n_val": n_val,
             "n_test": n_test,
+            "points": points,
         },
     )
     return cams
@@ -180,7 +231,7 @@ def write_llff(
     rows = []
     for i, cam in enumerate(cams):
         name = f"IMG_{i:04d}"
-        depth = _save_view(scene, cam, out / "images" / f"{name}.png", out / "gt" / name, supersample)
+        depth = _save_view(scene, cam, out / "images" / f"{name}.png", out / "gt" / name, supersample).depth
         finite = depth[np.isfinite(depth)]
         near, far = (
             (float(np.percentile(finite, 1.0)), float(np.percentile(finite, 99.0))) if finite.size else (0.1, 100.0)

@@ -50,7 +50,7 @@ class RenderOutput:
     """bool (H, W): the pixel centre sees the floor."""
 
 
-def _grid_dirs(camera: Camera, s: int) -> np.ndarray:
+def grid_directions(camera: Camera, s: int) -> np.ndarray:
     """Ray directions (3, H*s, W*s) through a regular ``s x s`` grid inside every pixel (camera-space z = -1)."""
     h, w = camera.height * s, camera.width * s
     f = camera.focal * s
@@ -209,7 +209,7 @@ def _screen_rect(obj: ObjectSpec, camera: Camera, s: int) -> tuple[int, int, int
 
 
 def trace(scene: SceneSpec, camera: Camera, dirs: np.ndarray, s: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Closest hits of the camera's grid of rays ``dirs`` (3, H*s, W*s) (see ``_grid_dirs``).
+    """Closest hits of the camera's grid of rays ``dirs`` (3, H*s, W*s) (see ``grid_directions``).
 
     Returns ``t`` (H*s, W*s) (the z-depth; ``inf``: sky), hit ids (H*s, W*s) (-2 sky, -1 floor, k: object k)
     and unit normals (3, H*s, W*s). Each object is only tested against the rays inside its projected bounding
@@ -339,10 +339,10 @@ def render(scene: SceneSpec, camera: Camera, supersample: int = 2) -> RenderOutp
     h, w = camera.height, camera.width
     s = int(supersample)
     eye = np.asarray(camera.c2w, dtype=np.float64)[:3, 3]
-    dc = _grid_dirs(camera, 1)
+    dc = grid_directions(camera, 1)
     tc, idc, nc = trace(scene, camera, dc, 1)
     if s > 1:
-        ds = _grid_dirs(camera, s)
+        ds = grid_directions(camera, s)
         ts, ids_s, ns = trace(scene, camera, ds, s)
         rgb = _shade(scene, eye, ds.reshape(3, -1), ts.ravel(), ids_s.ravel(), ns.reshape(3, -1), camera.focal)
         rgb = rgb.reshape(3, h, s, w, s).mean(axis=(2, 4))
