@@ -10,13 +10,17 @@ A preset file::
     reference: IDS paper, Fig. 5        # where the prompt pair comes from
     guidance:                           # optional: guidance settings (finite numbers), see GUIDANCE_KEYS
       guidance_scale: 7.5
+    region:                             # optional: edit only there (--pipeline.region.*), see REGION_KEYS
+      box: [0.0, 0.0, 0.15, 0.4, 0.4, 0.4]   # centre x y z, size x y z[, roll pitch yaw], scene coordinates
+      masks: masks                      # a folder of per-view masks, relative to the scene folder
 
 Every key is checked for its type when the file loads (:func:`load_preset`: prompts and reference are text, scene a
 relative path, guidance a mapping of known settings to numbers), and the scene folder when it is used
 (:meth:`Preset.data`: the data checked as the dataparser will read it); errors name the flag, the file and the key.
 
 Values given on the command line win: a preset fills the prompts only when ``--pipeline.guidance.src-prompt`` /
-``trg-prompt`` are empty and ``--data`` only when it is not given; ``guidance`` values replace the method's defaults.
+``trg-prompt`` are empty, ``--data`` only when it is not given and the region only when no ``--pipeline.region.box``
+/ ``masks`` is given; ``guidance`` values replace the method's defaults.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ GUIDANCE_KEYS = ("guidance_scale", "loss_scale", "anchor_weight", "proposal_loss
 """Guidance fields a preset may set (numbers), besides the prompts."""
 
 
-PRESET_KEYS = ("scene", "src_prompt", "trg_prompt", "reference", "guidance")
+REGION_KEYS = ("box", "masks", "anchor_weight", "mask_vote")
+"""Region settings a preset may set (``--pipeline.region.*``)."""
+PRESET_KEYS = ("scene", "src_prompt", "trg_prompt", "reference", "guidance", "region")
 """Keys a preset file may hold."""
 ROOT_FLAGS = {"--presets": "--data-root", "--pipeline.guidance.preset": "--pipeline.guidance.preset-data-root"}
 """The data-root flag that goes with each preset flag (named when a preset's scene folder is missing or bad)."""
@@ -58,6 +64,8 @@ class Preset:
     """Where the prompt pair comes from (a paper figure, or this project)."""
     guidance: dict[str, float] = field(default_factory=dict)
     """Guidance overrides (keys of :data:`GUIDANCE_KEYS`)."""
+    region: dict[str, Any] = field(default_factory=dict)
+    """The region the edit is restricted to (keys of :data:`REGION_KEYS`; masks relative to the scene folder)."""
     flag: str = "--preset"
     """The flag the file was given with (named in errors)."""
 
@@ -134,6 +142,41 @@ def _guidance(raw: object, flag: str, path: Path) -> dict[str, float]:
     return out
 
 
+def _region(raw: object, flag: str, path: Path) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(flag, path, f"region must be a mapping (box, masks, ...), got {_describe(raw)}")
+    bad = sorted(str(k) for k in raw if k not in REGION_KEYS)
+    if bad:
+        raise _fail(flag, path, f"region may set {', '.join(REGION_KEYS)} (got {bad})")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "box":
+            numbers = value if isinstance(value, list) else None
+            if numbers is None or len(numbers) not in (6, 9) or not all(_finite(v) for v in numbers):
+                raise _fail(
+                    flag,
+                    path,
+                    f"region.box must be a list of 6 or 9 finite numbers (centre x y z, size x y z[, roll pitch "
+                    f"yaw]), got {_describe(value)}",
+                )
+            out[key] = tuple(float(v) for v in numbers)
+        elif key == "masks":
+            if not isinstance(value, str) or not value.strip():
+                raise _fail(flag, path, f"region.masks must be a folder (text), got {_describe(value)}")
+            out[key] = value.strip()
+        else:
+            if not _finite(value):
+                raise _fail(flag, path, f"region.{key} must be a finite number, got {_describe(value)}")
+            out[key] = float(value)
+    return out
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def load_preset(path: Path, flag: str = "--preset") -> Preset:
     """Read and check a preset file: every key of a known name and type (prompts text, scene a relative path,
     guidance a mapping of known settings to finite numbers). Errors name the flag, the file, the key and the fix."""
@@ -162,6 +205,7 @@ def load_preset(path: Path, flag: str = "--preset") -> Preset:
     trg_prompt = _text(raw, "trg_prompt", flag, path, required=True)
     reference = _text(raw, "reference", flag, path, required=False)
     guidance = _guidance(raw.get("guidance"), flag, path)
+    region = _region(raw.get("region"), flag, path)
     if src_prompt == trg_prompt:
         raise UserInputError(f"{flag} {path}: src_prompt and trg_prompt are identical.")
     return Preset(
@@ -171,6 +215,7 @@ def load_preset(path: Path, flag: str = "--preset") -> Preset:
         trg_prompt=trg_prompt,
         reference=reference,
         guidance=guidance,
+        region=region,
         flag=flag,
     )
 
@@ -186,3 +231,9 @@ def apply_preset(config: Any, preset: Preset, data_root: Path = Path("data")) ->
         setattr(g, key, value)
     if config.data is None and config.pipeline.datamanager.data is None:
         config.data = config.pipeline.datamanager.data = preset.data(data_root)
+    region = config.pipeline.region
+    if preset.region and not region.enabled():  # a region given on the command line wins as a whole
+        for key, value in preset.region.items():
+            if key == "masks" and not Path(value).is_absolute():
+                value = Path(config.data or config.pipeline.datamanager.data or preset.data(data_root)) / value
+            setattr(region, key, Path(value) if key == "masks" else value)

@@ -12,7 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ids_nerf.nerf.region import EditRegion, RegionConfig, box_of, oriented_box, region_image_gradient
+from ids_nerf.nerf.region import (
+    EditRegion,
+    RegionConfig,
+    box_contains,
+    box_of,
+    oriented_box,
+    region_image_gradient,
+)
 from ids_nerf.nerf.runs import train_run
 from ids_nerf.scenes.splat import GAUSSIAN_GROUPS, EditCullConfig
 
@@ -44,7 +51,9 @@ def test_box_and_oriented_box_round_trip():
     box = (0.1, -0.2, 0.3, 0.5, 0.6, 0.7, 0.1, -0.2, 0.3)
     assert box_of(oriented_box(box)) == pytest.approx(box, abs=1e-5)
     obb = oriented_box(SPHERE_BOX)
-    assert obb.within(torch.tensor([[0.0, 0.0, 0.15], [0.0, 0.0, 0.4]])).tolist() == [True, False]
+    points = torch.rand(200, 3) - 0.5
+    assert box_contains(obb, points).tolist() == obb.within(points).tolist()  # nerfstudio's rule
+    assert box_contains(obb, torch.tensor([[0.0, 0.0, 0.15], [0.0, 0.0, 0.4]])).tolist() == [True, False]
 
 
 def test_region_image_gradient_masks_guidance_and_anchors_outside():
@@ -70,7 +79,7 @@ def test_splat_box_edit_leaves_the_outside_bit_identical_across_culls_and_a_resu
     whole.timestamp = "whole"
     train_run(whole)
     source = _gaussians(_ckpt(toy_splat_run["edit"].pipeline.source_checkpoint))
-    inside_source = oriented_box(SPHERE_BOX).within(source["means"])
+    inside_source = box_contains(oriented_box(SPHERE_BOX), source["means"])
     assert 0 < int(inside_source.sum()) < len(inside_source)
     final = _ckpt(_last(whole))
     from ids_nerf.nerf.resume import load_edit_state
@@ -93,7 +102,9 @@ def test_splat_box_edit_leaves_the_outside_bit_identical_across_culls_and_a_resu
         return real_step(self, step)
 
     monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
-    train_run(cut)
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C inside a step: exit 130, the last checkpoint stands
+        train_run(cut)
+    assert stopped.value.code == 130
     monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
     resumed = copy.deepcopy(toy_splat_run["edit"])
     resumed.pipeline.guidance.src_prompt = resumed.pipeline.guidance.trg_prompt = ""
@@ -231,3 +242,34 @@ def test_bad_regions_are_refused_before_anything_is_written(
     for key, value in region.items():
         setattr(config.pipeline.region, key, value)
     _refused(config, capsys, *names)
+
+
+def test_a_preset_names_the_region_and_the_command_line_wins(toy_nerf_run, tmp_path):
+    from ids_nerf.errors import UserInputError
+    from ids_nerf.presets import PRESETS_DIR, apply_preset, load_preset
+
+    preset = load_preset(PRESETS_DIR / "toy" / "sphere-blue-box.yaml")
+    assert preset.region == {"box": (0.0, 0.0, 0.15, 0.4, 0.4, 0.4)}
+    config = copy.deepcopy(toy_nerf_run["edit"])
+    apply_preset(config, preset)
+    assert config.pipeline.region.box == (0.0, 0.0, 0.15, 0.4, 0.4, 0.4)
+    given = copy.deepcopy(toy_nerf_run["edit"])
+    given.pipeline.region.box = (0.0, 0.0, 0.0, 1.0, 1.0, 1.0)
+    apply_preset(given, preset)
+    assert given.pipeline.region.box == (0.0, 0.0, 0.0, 1.0, 1.0, 1.0)
+    masked = tmp_path / "masked.yaml"
+    masked.write_text("scene: toy/sphere\nsrc_prompt: a\ntrg_prompt: b\nregion:\n  masks: masks\n  anchor_weight: 2\n")
+    config = copy.deepcopy(toy_nerf_run["edit"])
+    apply_preset(config, load_preset(masked))
+    assert config.pipeline.region.masks == Path(config.pipeline.datamanager.data) / "masks"
+    assert config.pipeline.region.anchor_weight == 2.0
+    for text, match in (
+        ("region:\n  box: [1, 2, 3]\n", "region.box must be a list of 6 or 9"),
+        ("region:\n  box: [0, 0, 0, 1, 1, .nan]\n", "region.box must be a list of 6 or 9"),
+        ("region:\n  colour: red\n", "region may set"),
+        ("region: [1, 2]\n", "region must be a mapping"),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("scene: toy/sphere\nsrc_prompt: a\ntrg_prompt: b\n" + text)
+        with pytest.raises(UserInputError, match=match):
+            load_preset(bad, "--pipeline.guidance.preset")

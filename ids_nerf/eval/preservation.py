@@ -100,6 +100,25 @@ def background_psnr(
     return BackgroundPSNR(psnr=psnr_from_mse(mse), fraction=float(mask.mean()), mask=mask)
 
 
+def masked_psnr(source: np.ndarray, edit: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR of two (H, W, 3) images in [0, 1] over the pixels of the (H, W) bool ``mask`` (capped); nan if empty."""
+    if not mask.any():
+        return float("nan")
+    sq = (edit.astype(np.float64) - source.astype(np.float64)) ** 2
+    return psnr_from_mse(float(sq[mask].mean()))
+
+
+def masked_ssim(source: np.ndarray, edit: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of the SSIM map (torchmetrics, 11x11 Gaussian window, channels averaged) of two (H, W, 3) images in
+    [0, 1] over the pixels of the (H, W) bool ``mask``; nan if empty."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    if not mask.any():
+        return float("nan")
+    _, ssim_map = ssim(_chw(edit).double()[None], _chw(source).double()[None], data_range=1.0, return_full_image=True)
+    return float(ssim_map[0].mean(0).numpy()[mask].mean())
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """|A and B| / |A or B| of two bool masks; 1.0 when both are empty."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)

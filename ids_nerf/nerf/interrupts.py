@@ -83,8 +83,11 @@ class InterruptibleTraining:
     _stop: StepBoundaryStop
 
     def stop_point(self) -> None:
-        """Where a held stop happens: the start of a step, before anything of it changes."""
-        self._stop.check()
+        """Where a held stop happens: the start of a step, before anything of it changes (a no-op outside
+        :meth:`train`, e.g. a step driven directly)."""
+        stop = self.__dict__.get("_stop")
+        if stop is not None:
+            stop.check()
 
     def train_iteration(self, step: int):
         self.stop_point()

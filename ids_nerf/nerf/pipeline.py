@@ -238,10 +238,7 @@ class IDSEditPipeline(VanillaPipeline):
             source.eval()
         inside = region.pixels(view.index, view.camera, before.depth)
         metrics["region_fraction"] = float(inside.mean())
-        region_config = self.config.region
-        return region_image_gradient(
-            image_grad, inside, rendered.rgb, before.rgb, region_config.anchor_weight, region_config.anchor_tolerance
-        )
+        return region_image_gradient(image_grad, inside, rendered.rgb, before.rgb, self.config.region.anchor_weight)
 
     # ----------------------------------------------------------------- lazy prior
     # Methods, not properties: nerfstudio's viewer getattr()s every public attribute of the pipeline.

@@ -48,10 +48,6 @@ class RegionConfig:
     anchor_weight: float = 1.0
     """NeRF scenes: weight w of the anchor w * sum over pixels outside the region of (render - source render)^2, the
     source render being the frozen source scene's render of the same rays (splat scenes freeze parameters instead)."""
-    anchor_tolerance: float = 0.0
-    """NeRF scenes: outside the region, colour differences from the source render up to this (per channel, in [0, 1])
-    give no anchor gradient, so parameters seen only outside stay untouched until they drift further (Adam would
-    move them by about its learning rate for any gradient, however small)."""
     mask_vote: float = 0.5
     """Splat scenes with masks: a Gaussian is editable when its centre projects into the masks of at least this
     fraction of the training views that see it (in front of the camera and inside the image)."""
@@ -78,6 +74,14 @@ def oriented_box(box: Sequence[float]):
     rpy = values[6:9] if len(values) == 9 else [0.0, 0.0, 0.0]
     obb = OrientedBox.from_params(tuple(values[:3]), tuple(rpy), tuple(values[3:6]))
     return OrientedBox(R=obb.R.float(), T=obb.T.float(), S=obb.S.float())
+
+
+def box_contains(obb, points: Tensor) -> Tensor:
+    """Which ``points`` (..., 3) lie strictly inside nerfstudio's OrientedBox ``obb`` (as its ``within``, without its
+    per-call warnings)."""
+    rot, centre, size = (t.to(points) for t in (obb.R, obb.T, obb.S))
+    local = (points - centre) @ rot  # R^T (p - T), row-wise
+    return (local.abs() < size / 2).all(dim=-1)
 
 
 def box_of(obb) -> tuple[float, ...]:
@@ -191,9 +195,7 @@ class EditRegion:
     def _inside_box(self, points: Tensor) -> Tensor:
         if self.box is None:
             return torch.ones(points.shape[:-1], dtype=torch.bool, device=points.device)
-        flat = points.reshape(-1, 3)
-        obb = type(self.box)(R=self.box.R.to(flat), T=self.box.T.to(flat), S=self.box.S.to(flat))
-        return obb.within(flat).reshape(points.shape[:-1])
+        return box_contains(self.box, points)
 
     def pixels(self, index: int, camera, depth: Tensor) -> Tensor:
         """(H, W, 1) float mask of a view rendered by ``camera`` (one camera at the render size) with the NeRF's
@@ -248,22 +250,13 @@ def project(camera, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def region_image_gradient(
-    image_grad: Tensor,
-    inside: Tensor,
-    rgb: Tensor,
-    source_rgb: Tensor | None,
-    anchor_weight: float,
-    tolerance: float = 0.0,
+    image_grad: Tensor, inside: Tensor, rgb: Tensor, source_rgb: Tensor | None, anchor_weight: float
 ) -> Tensor:
     """The image gradient of a region edit (NeRF): the guidance gradient inside the region, plus outside the gradient
-    of the anchor ``anchor_weight * sum((1 - inside) * max(|rgb - source_rgb| - tolerance, 0)^2)``. All (H, W, 3) /
-    (H, W, 1)."""
+    of the anchor ``anchor_weight * sum((1 - inside) * (rgb - source_rgb)^2)``. All (H, W, 3) / (H, W, 1)."""
     grad = image_grad * inside
     if source_rgb is not None and anchor_weight > 0:
-        residual = rgb - source_rgb
-        if tolerance > 0:
-            residual = torch.sign(residual) * (residual.abs() - tolerance).clamp(min=0)
-        grad = grad + 2.0 * anchor_weight * (1.0 - inside) * residual
+        grad = grad + 2.0 * anchor_weight * (1.0 - inside) * (rgb - source_rgb)
     return grad
 
 

