@@ -81,20 +81,13 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
     """Toy scene (32x32 views) -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (64 px)."""
     from ids_nerf.guidance.prior import PriorConfig
-    from ids_nerf.nerf.demo import NerfDemoConfig, edit_config, reconstruction_config
     from ids_nerf.nerf.runs import train_run
-    from ids_nerf.toy.datasets import write_blender
-    from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
+    from ids_nerf.nerf.toy_runs import edit_config, reconstruction_config, write_toy_scene
 
     root = tmp_path_factory.mktemp("nerf")
     data, runs = root / "data", root / "runs"
-    scene = SceneSpec(
-        objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)],
-        floor="checkered",
-        light_dir=(0.4, -0.5, 0.75),
-    )
-    write_blender(scene, data, n_train=6, n_val=2, n_test=3, size=32, seed=0)
-    recon = reconstruction_config(data, runs, 20, "cpu", seed=0)
+    write_toy_scene(data, n_train=6, size=32, seed=0, n_val=2, n_test=3)
+    recon = reconstruction_config("nerfacto", data, runs, 20, "cpu", seed=0)
     train_run(recon)
     before = _snapshot(recon.get_base_dir())
     edit = edit_config(
@@ -102,10 +95,15 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
         data,
         runs,
         recon.get_checkpoint_dir(),
-        NerfDemoConfig(prior=PriorConfig(model=str(tiny_prior_dir)), edit_steps=EDIT_STEPS),
-        "cpu",
+        prior=PriorConfig(model=str(tiny_prior_dir)),
+        steps=EDIT_STEPS,
+        device="cpu",
+        seed=0,
+        render_downscale=2,
+        view_repeat=2,
+        log_every=1,
     )
-    edit.pipeline.render.resolution, edit.pipeline.render.view_repeat, edit.pipeline.log_every = 64, 2, 1
+    edit.pipeline.render.resolution = 64
     train_run(edit)
     return {
         "root": root,

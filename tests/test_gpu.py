@@ -95,8 +95,8 @@ def test_one_nerf_editing_step(prior, tmp_path, method):
     ns-train method config, fresh nerfacto) on 3 generated 504x378 views (render 512x384, latent 64x48): the NeRF's
     gradients are finite and non-zero and the parameters stay finite after the optimizer step."""
     from ids_nerf.guidance.sizes import render_size
-    from ids_nerf.nerf.demo import cpu_friendly_nerfacto
     from ids_nerf.nerf.standalone import build_edit
+    from ids_nerf.scenes.cpu_sizes import cpu_friendly_nerfacto
     from ids_nerf.toy.datasets import write_llff
     from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 

@@ -105,7 +105,7 @@ def _expect_exit(config, match: str, capsys) -> None:
         ({"trg_prompt": " "}, "trg-prompt is empty"),
         ({"trg_prompt": "a red sphere on a checkered floor"}, "are identical"),
         ({"load_dir": "EMPTY"}, "contains no step-*.ckpt"),
-        ({"data": "NO_FORMAT"}, "Could not detect the dataset format"),
+        ({"data": "NO_FORMAT"}, "holds no known dataset"),
     ],
 )
 def test_bad_inputs_exit_before_models_load(edited_run, tmp_path, capsys, change, match):
@@ -166,6 +166,7 @@ def test_viewer_controls_change_the_live_guidance():
     controls = EditControls(g, live=True)
     elements = controls.elements()
     live = {"edit_status", "edit_target_prompt", "edit_guidance_scale", "edit_fpr", "edit_pause", "edit_before_after"}
+    live |= {"edit_region_from_crop", "edit_region_clear"}
     assert set(elements) == live | {"edit_before_after_status"}
 
     class _Stub:  # what a viewer element hands its callback

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ids_nerf.nerf.demo import cpu_friendly_nerfacto
 from ids_nerf.nerf.standalone import StandaloneEdit, build_edit
 from ids_nerf.scenes import nerfacto as render
 from ids_nerf.scenes.base import view_camera
+from ids_nerf.scenes.cpu_sizes import cpu_friendly_nerfacto
 
 CHUNK = 1024
 SRC, TRG = "a red sphere on a checkered floor", "a blue sphere on a checkered floor"

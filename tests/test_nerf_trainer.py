@@ -13,10 +13,10 @@ import pytest
 import torch
 from nerfstudio.engine.trainer import GradScaler
 
-from ids_nerf.nerf.demo import cpu_friendly_nerfacto
 from ids_nerf.nerf.runs import train_run
 from ids_nerf.nerf.standalone import build_edit
 from ids_nerf.nerf.trainer import IDSEditTrainer
+from ids_nerf.scenes.cpu_sizes import cpu_friendly_nerfacto
 
 
 def _bad_run(toy_nerf_run: dict, tmp_path: Path):

@@ -263,7 +263,14 @@ class IDSEditPipeline(VanillaPipeline):
             from ids_nerf.guidance.distiller import ScoreDistiller
 
             seed = self.derived_seed(1)
-            self.__dict__["_distiller"] = ScoreDistiller(self.get_prior(), self.config.guidance, seed=seed)
+            group = next(iter(self.model.edit_param_groups()), "fields")  # what the learning-rate hint names
+            self.__dict__["_distiller"] = ScoreDistiller(
+                self.get_prior(),
+                self.config.guidance,
+                seed=seed,
+                flag_prefix="--pipeline.guidance.",
+                lr_flag=f"--optimizers.{group}.optimizer.lr",
+            )
         return self._distiller
 
     # ----------------------------------------------------------------- views

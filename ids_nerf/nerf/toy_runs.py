@@ -1,7 +1,8 @@
 """The offline toy flow's run configs, for every scene kind: a generated toy scene (Blender format), a CPU-sized
 reconstruction (``ids-recon``: nerfacto, ``ids-splat-recon``: splatfacto) and an edit of it with the bundled prior.
 
-Used by ``ids-nerf-demo``, the tests and the benchmarks; the run folders are ``<runs>/toy/<method>/<name>``.
+Used by ``ids-nerf-demo``, the tests and the benchmarks; the run folders are ``<runs>/toy/<method>/<name>``. Cheap
+to import (the demo's ``--help``): nerfstudio is imported by the functions that build runs.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from ids_nerf.guidance.prior import PriorConfig
-from ids_nerf.scenes.cpu_sizes import cpu_sized
-from ids_nerf.scenes.kinds import SCENE_KINDS, SceneKind
 
 TOY_SRC_PROMPT = "a red sphere on a checkered floor"
 """The generated scene's caption."""
@@ -56,8 +55,12 @@ def _quiet_run(config: Any, runs: Path, name: str, steps: int, device: str, seed
     config.vis, config.machine.device_type, config.machine.seed = "tensorboard", device, seed
 
 
-def reconstruction_config(kind: SceneKind | str, data: Path, runs: Path, steps: int, device: str, seed: int):
-    """The reconstruction warm-up of ``kind`` sized for a CPU, writing to ``runs/toy/<recon method>/recon``."""
+def reconstruction_config(kind: Any, data: Path, runs: Path, steps: int, device: str, seed: int):
+    """The reconstruction warm-up of ``kind`` (a :class:`~ids_nerf.scenes.kinds.SceneKind` or its name) sized for a
+    CPU, writing to ``runs/toy/<recon method>/recon``."""
+    from ids_nerf.scenes.cpu_sizes import cpu_sized
+    from ids_nerf.scenes.kinds import SCENE_KINDS
+
     kind = SCENE_KINDS[kind] if isinstance(kind, str) else kind
     config = kind.recon()
     config.data = config.pipeline.datamanager.data = data

@@ -267,7 +267,13 @@ def validate_edit_config(config: IDSEditTrainerConfig) -> None:
             "--pipeline.guidance.prior.dtype float16 (the diffusion prior in half precision, the default on CUDA), a "
             "smaller --pipeline.render.chunk-size (NeRF), or --pipeline.render.downscale 2."
         )
+    from ids_nerf.guidance.validation import at_least, check_config, check_guidance, check_number
+
     g = config.pipeline.guidance
+    check_guidance(g, "--pipeline.guidance.")  # every number finite and in range, named as ns-train spells it
+    check_config(config.pipeline.render, "--pipeline.render.")
+    check_number(config.max_num_iterations, "--max-num-iterations", at_least(1))
+    check_number(config.recon_steps, "--recon-steps", at_least(1))
     g.source.check(
         g.score,
         cache=g.cache_dir is not None,
@@ -514,8 +520,9 @@ class IDSEditTrainer(InterruptibleTraining, Trainer):
         total = self.config.max_num_iterations
         self.config.max_num_iterations = total - self._start_step
         self.edit_steps_total = total
-        try:
-            super().train()
+        try:  # guidance that stays non-finite (NonFiniteGuidanceError) ends the edit with its message, exit 2
+            with exit_on_user_error(f"ns-train {self.config.method_name}"):
+                super().train()
         finally:
             self.config.max_num_iterations = total
 
