@@ -1,5 +1,5 @@
-"""Editing presets (configs/) and ids-batch end to end offline: a generated toy scene, the tiny prior, random-weight
-CLIP/LPIPS; reconstruct -> edit with two methods -> ids-eval render -> the Table-3-shaped comparison."""
+"""Editing presets (configs/) and ids-batch end to end offline with the in-process executor: a generated toy scene,
+the tiny prior, random-weight CLIP/LPIPS (the Ray executor against it: tests/test_batch_ray.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import copy
 import json
 
 import pytest
+from refusals import in_process
 
 from ids_nerf.errors import UserInputError
-from ids_nerf.guidance.prior import PriorConfig
 from ids_nerf.presets import PRESETS_DIR, load_preset
 
 
@@ -60,37 +60,37 @@ def test_preset_under_ns_train_fills_data_and_prompts(toy_nerf_run, tmp_path, ca
 
 
 def test_batch_end_to_end_offline(tmp_path, tiny_prior_dir):
-    from ids_nerf.batch import BatchConfig, BatchEvalConfig, run
+    """The in-process executor (the default): reconstruct -> edit with two methods -> ids-eval render -> the
+    comparison; a bad preset among good ones fails its rows only (exit code 1); a second run reuses every run."""
+    from ids_nerf.batch import entrypoint
     from ids_nerf.toy.datasets import write_blender
     from ids_nerf.toy.scene_spec import ObjectSpec, SceneSpec
 
     scene = SceneSpec(objects=[ObjectSpec(shape="sphere", color="red", center=(0.0, 0.0, 0.5), size=0.5)])
     write_blender(scene, tmp_path / "data" / "toy" / "sphere", n_train=4, n_val=1, n_test=2, size=32, seed=0)
-    cfg = BatchConfig(
-        presets=(PRESETS_DIR / "toy" / "sphere-blue.yaml",),
-        methods=("ids-edit", "dds-edit"),
-        data_root=tmp_path / "data",
-        output_dir=tmp_path / "outputs",
-        recon_steps=10,
-        edit_steps=2,
-        prior=PriorConfig(model=str(tiny_prior_dir)),
-        device="cpu",
-        render_resolution=64,
-        cpu_nerfacto=True,
-        eval=BatchEvalConfig(random_weights=True),
-    )
-    result = run(cfg)
-    table = (tmp_path / "outputs" / "comparison.md").read_text()
-    assert table == result["table"] and "| ids-edit |" in table and "| dds-edit |" in table
-    assert (
-        "sphere-blue: CLIP text (↑)" in table and "sphere-blue: depth change (↓)" in table and "NOT meaningful" in table
-    )
-    means = json.loads((tmp_path / "outputs" / "comparison.json").read_text())["means"]["sphere-blue"]
+    bad = tmp_path / "no-target.yaml"
+    bad.write_text("scene: toy/sphere\nsrc_prompt: a red sphere\n")
+    out = tmp_path / "outputs"
+    argv = ["ids-batch", "--presets", str(PRESETS_DIR / "toy" / "sphere-blue.yaml"), str(bad)]
+    argv += ["--methods", "ids-edit", "dds-edit", "--data-root", str(tmp_path / "data"), "--output-dir", str(out)]
+    argv += ["--recon-steps", "10", "--edit-steps", "2", "--prior.model", str(tiny_prior_dir), "--device", "cpu"]
+    argv += ["--render-resolution", "64", "--cpu-nerfacto", "--eval.random-weights", "--eval.clip-model", "ViT-B-32"]
+    argv += ["--n-bootstrap", "200"]
+    first = in_process(entrypoint, argv)
+    assert first.code == 1 and "Traceback" not in first.err, first.err[-3000:]
+    assert f"ids-batch: failed: no-target ids-edit seed 42: --presets {bad}: missing trg_prompt" in first.err
+    table = (out / "comparison.md").read_text()
+    assert table in first.out and "| ids-edit | 1 |" in table and "| ids-edit - dds-edit | 1 |" in table
+    assert "sphere-blue: CLIP text (↑)" in table and "sphere-blue: depth change (↓)" in table
+    assert "NOT meaningful" in table and "Failed (2):" in table
+    summary = json.loads((out / "comparison.json").read_text())
     for method in ("ids-edit", "dds-edit"):
-        assert means[method]["depth_change"] is not None and means[method]["bg_psnr"] is not None
-    again = run(cfg)  # every step is reused: same runs, same numbers
-    assert again["table"] == result["table"] and again["runs"] == result["runs"]
-    with pytest.raises(UserInputError, match="does not exist"):
-        run(BatchConfig(presets=(PRESETS_DIR / "llff" / "fern-autumn.yaml",), data_root=tmp_path / "none"))
-    with pytest.raises(UserInputError, match="--methods nerfacto"):
-        run(BatchConfig(presets=cfg.presets, methods=("nerfacto",)))
+        means = summary["means"]["sphere-blue"][method]
+        assert means["depth_change"] is not None and means["bg_psnr"] is not None
+        run = out / "sphere-blue" / method / "seed42"
+        assert summary["runs"]["sphere-blue"][method] == {"42": str(run / "config.yml")}
+        assert (run / "batch.log").is_file() and (run / "eval-test" / "metrics.json").is_file()
+    again = in_process(entrypoint, argv)  # every run is reused: same runs, same numbers
+    assert again.code == 1 and again.out.count("(reused)") == 2
+    assert json.loads((out / "comparison.json").read_text())["means"] == summary["means"]
+    assert (out / "comparison.md").read_text() == table
