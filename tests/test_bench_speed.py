@@ -48,10 +48,10 @@ def test_source_side_variants_are_timed_side_by_side(tiny_prior_dir):
     rows = {r["method"]: r for r in result["rows"]}
     assert list(rows) == list(cfg.methods)  # no reference rows
     assert [(rows[m]["lookahead"], rows[m]["pool"]) for m in cfg.methods] == [
-        (1, None),
-        (1, None),
+        ("auto", None),  # a bare name runs the default, the automatic look-ahead
+        ("auto", None),
         (3, None),
-        (1, 2),  # P = edit_steps / R
+        ("auto", 2),  # P = edit_steps / R
         (2, 1),
     ]
     for r in rows.values():

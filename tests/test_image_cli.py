@@ -53,6 +53,8 @@ def test_three_steps_write_png_at_input_size(photo, tmp_path, tiny_prior_dir):
     assert len(diag["history"]) == 3 and len(diag["history"][0]["fpr_losses"]) == 3
     gif = Image.open(tmp_path / "traj.gif")
     assert gif.n_frames == 4  # the source decode + 3 intermediate decodes
+    assert diag["nonfinite_steps"] == 0 and [h["nonfinite"] for h in diag["history"]] == [0, 0, 0]
+    assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name]  # outputs moved into place whole
 
 
 def test_same_seed_gives_identical_edit(photo, tmp_path, tiny_prior_dir):
@@ -76,8 +78,13 @@ def test_edit_moves_latent_and_zero_steps_keeps_it(photo, tmp_path, tiny_prior_d
     c_src, c_trg = tiny_prior.text_embeddings("a red sphere"), tiny_prior.text_embeddings("a blue cube")
     res = edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=4), progress=False)
     assert float((res.latent - z_src).abs().max()) > 0
-    same = edit_latent(d, z_src, c_src, c_src, OptimConfig(steps=4), progress=False)
+    pinned = guidance_config("ids")
+    pinned.source.lookahead = 1  # per step: both branches in one UNet call, so e_trg - e_src is exactly 0
+    same = edit_latent(ScoreDistiller(tiny_prior, pinned, seed=0), z_src, c_src, c_src, OptimConfig(4), progress=False)
     assert torch.equal(same.latent, z_src)  # IDS with equal prompts leaves the source untouched
+    # the default look-ahead computes the source branch in its own batch: untouched within float rounding
+    ahead = edit_latent(d, z_src, c_src, c_src, OptimConfig(steps=4), progress=False)
+    torch.testing.assert_close(ahead.latent, z_src, rtol=0, atol=1e-4)
 
 
 def test_render_size_keeps_the_aspect():
@@ -295,3 +302,20 @@ def test_cli_bad_source_option_exits_2_naming_the_flag(photo, tmp_path):
         *("--source.lookahead", "0"),
     )
     assert res.returncode == 2 and "--source.lookahead must be >= 1" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_lookahead_is_auto_by_default_and_its_choice_is_recorded(photo, tmp_path, tiny_prior_dir):
+    import tyro
+
+    base = ["--image", str(photo), "--src-prompt", "a", "--trg-prompt", "b", "--out", str(tmp_path / "o.png")]
+    assert tyro.cli(EditImageConfig, args=base).source.lookahead == "auto"
+    assert tyro.cli(EditImageConfig, args=[*base, "--source.lookahead", "1"]).source.lookahead == 1
+    assert tyro.cli(EditImageConfig, args=[*base, "--source.lookahead", "auto"]).source.lookahead == "auto"
+    out = tmp_path / "auto.png"
+    run(_cfg(photo, out, tiny_prior_dir, steps=4))
+    record = json.loads(out.with_suffix(".json").read_text())
+    side, choice = record["source_side"], record["source_side"]["lookahead_choice"]
+    assert record["options"]["source"]["lookahead"] == "auto" and side["lookahead_setting"] == "auto"
+    assert choice["k"] == side["lookahead"] >= 1 and choice["reason"].startswith(f"K = {choice['k']} (")
+    assert choice["memory_of"] == "cpu" and choice["free_bytes"] > 0
+    assert record["history"][0]["lookahead"] == 1  # the first step's batch: the memory probe

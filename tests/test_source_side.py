@@ -464,7 +464,7 @@ def test_auto_lookahead_edit_equals_the_k1_edit(tiny_prior, sequential_edits, fa
         assert [h["lookahead"] for h in auto.history] == [1] + [5] * 5 + [4] * 4
     else:
         assert side["mode"] == "step" and side["lookahead"] == 1
-        assert side["lookahead_choice"]["limit"] == "peak growth" and "5.00 GB" in side["lookahead_choice"]["reason"]
+        assert side["lookahead_choice"]["limit"] == "peak growth" and "5.00 GiB" in side["lookahead_choice"]["reason"]
         assert [h["source"] for h in auto.history] == ["lookahead"] + ["step"] * 9
 
 

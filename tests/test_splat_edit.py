@@ -162,7 +162,9 @@ def test_interrupted_splat_edit_resumes_bit_equal(toy_splat_run, tmp_path, monke
         return real_step(self, step)
 
     monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
-    train_run(cut)
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C inside a step: exit 130, the last checkpoint stands
+        train_run(cut)
+    assert stopped.value.code == 130
     monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
     resumed = copy.deepcopy(toy_splat_run["edit"])
     resumed.pipeline.guidance.src_prompt = resumed.pipeline.guidance.trg_prompt = ""

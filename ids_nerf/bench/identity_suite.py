@@ -33,10 +33,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ids_nerf import stats
+from ids_nerf.atomic import StagedOutputs
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.prior import PriorConfig
+from ids_nerf.guidance.validation import check_config
 from ids_nerf.image.editor import OptimConfig
+from ids_nerf.stats import bootstrap_ci
 
 EditKind = Literal["color", "shape", "background"]
 METRICS = ("success", "iou", "bg_psnr", "ssim_untouched")
@@ -119,7 +123,9 @@ def edit_batch(prior, cases: list[EditCase], method: str, optim: OptimConfig, se
         z_src = prior.encode(images.to(prior.device))
     cond_src = torch.cat([prior.text_embeddings(c.src_prompt) for c in cases])
     cond_trg = torch.cat([prior.text_embeddings(c.trg_prompt) for c in cases])
-    distiller = ScoreDistiller(prior, parse_variant(method).guidance(optim.steps), seed=seed)
+    distiller = ScoreDistiller(
+        prior, parse_variant(method).guidance(optim.steps), seed=seed, flag_prefix=None, lr_flag="--optim.lr"
+    )
     result = edit_latent(distiller, z_src, cond_src, cond_trg, optim, progress=False)
     with torch.no_grad():
         out = prior.decode(result.latent)
@@ -134,7 +140,10 @@ def edit_suite(
     prior, cases: list[EditCase], method: str, cfg: IdentityBenchConfig, seed: int
 ) -> tuple[np.ndarray, float, dict[str, float]]:
     """Edit ``cases`` in batches of ``cfg.batch_size`` (batch starting at ``i`` seeded ``seed + i``); returns the
-    uint8 edits, the seconds it took and the mean first/last FPR losses (empty without FPR)."""
+    uint8 edits, the seconds it took and the FPR loss diagnostics (empty without FPR): the mean loss before the first
+    and before the last FPR iteration (``fpr_loss_first_mean``, ``fpr_loss_last_mean``, every FPR method) and after
+    the last one (``fpr_loss_final_mean``; None where it was not measured: the distiller measures it only for free,
+    when the edit's guidance scale is FPR's source scale, which PDS's 100 is not)."""
     t0 = time.perf_counter()
     parts, histories = [], []
     for start in range(0, len(cases), cfg.batch_size):
@@ -143,12 +152,14 @@ def edit_suite(
         histories.extend(hist)
     seconds = time.perf_counter() - t0
     first = [h["fpr_losses"][0] for h in histories if h.get("fpr_losses")]
+    last = [h["fpr_losses"][-1] for h in histories if h.get("fpr_losses")]
     final = [h["fpr_loss_final"] for h in histories if h.get("fpr_loss_final") is not None]
-    diag = {}
+    diag: dict[str, float | None] = {}
     if first:
         diag = {
             "fpr_loss_first_mean": float(np.mean(first)),
-            "fpr_loss_final_mean": float(np.mean(final)) if final else float("nan"),
+            "fpr_loss_last_mean": float(np.mean(last)),
+            "fpr_loss_final_mean": float(np.mean(final)) if final else None,  # not measured: no NaN placeholder
         }
     return np.concatenate(parts), seconds, diag
 
@@ -259,15 +270,6 @@ def cycle_table(cycle: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Mean and percentile 95% bootstrap interval (NaNs dropped)."""
-    v = values[~np.isnan(values)]
-    if v.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
-    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 # ----------------------------------------------------------------------------------------------- CLI
 @dataclass
 class IdentityBenchConfig:
@@ -316,6 +318,9 @@ def run(cfg: IdentityBenchConfig) -> dict:
     from ids_nerf.bench.variants import parse_variant
     from ids_nerf.guidance.prior import DiffusionPrior
 
+    check_config(cfg, "--")  # counts, --optim.*, --seed: finite and in range, before any folder or model
+    if not cfg.methods:
+        raise UserInputError("--methods is empty; name at least one method, e.g. --methods dds ids.")
     for name in cfg.methods:
         try:
             parse_variant(name)
@@ -330,20 +335,24 @@ def run(cfg: IdentityBenchConfig) -> dict:
             f"{cfg.out / earlier[0]} exists (an earlier run); pass --overwrite, --reuse-edits to "
             "score its edits again, or another --out."
         )
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    prior = DiffusionPrior(cfg.prior)
+    prior = DiffusionPrior(cfg.prior)  # --out is created by the first write (an early interruption leaves none)
     cases = build_suite(cfg.n_per_kind, size=prior.resolution, seed=cfg.seed)
     sources = np.stack([c.image for c in cases])
     timing: dict[str, float] = {}
     fpr_diag: dict[str, dict[str, float]] = {}
 
     def save_progress() -> None:
-        """After every method: an interrupted run keeps what it finished (score it with --reuse-edits)."""
-        np.savez_compressed(cfg.out / "edits.npz", source=sources, **edits)
-        (cfg.out / "results.partial.json").write_text(
-            json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
-        )
+        """After every method: an interrupted run keeps what it finished (score it with --reuse-edits); both files
+        are replaced whole, together, so an interruption never leaves them half-written or out of step."""
+        with StagedOutputs() as staged:
+            np.savez_compressed(staged.path(cfg.out / "edits.npz"), source=sources, **edits)
+            staged.path(cfg.out / "results.partial.json").write_text(
+                json.dumps({"seconds_per_method": timing, "fpr_diagnostics": fpr_diag}, indent=1)
+            )
+            staged.commit()
+        _saved.update(out=cfg.out, methods=list(edits))
 
+    _saved.update(out=None, methods=[])
     if cfg.reuse_edits:
         edits, timing, fpr_diag = load_edits(cfg, sources)
         save_progress()
@@ -387,16 +396,18 @@ def run(cfg: IdentityBenchConfig) -> dict:
             for i, c in enumerate(cases)
         ],
     }
-    (cfg.out / "results.json").write_text(json.dumps(result, indent=1))
-    (cfg.out / "results.md").write_text(
-        markdown_table(summary, cfg.methods, len(cases))
-        + "\n"
-        + paired_table(paired)
-        + "\n"
-        + vs_exact_table(vs_exact)
-        + ("\n" + cycle_table(cycle) if cycle else "")
-    )
-    write_grid(cases, edits, cfg.methods, cfg.grid_edits, cfg.out / "grid.png")
+    with StagedOutputs() as staged:  # the three tables appear together, whole, or not at all
+        staged.path(cfg.out / "results.json").write_text(json.dumps(result, indent=1))
+        staged.path(cfg.out / "results.md").write_text(
+            markdown_table(summary, cfg.methods, len(cases))
+            + "\n"
+            + paired_table(paired)
+            + "\n"
+            + vs_exact_table(vs_exact)
+            + ("\n" + cycle_table(cycle) if cycle else "")
+        )
+        write_grid(cases, edits, cfg.methods, cfg.grid_edits, staged.path(cfg.out / "grid.png"))
+        staged.commit()
     return result
 
 
@@ -461,22 +472,7 @@ def paired_differences(
     ones compare the methods on the same edits. ``methods``: those to compare (default: every other one); ``metrics``:
     the keys of each row to compare. Empty when ``baseline`` was not run.
     """
-    if baseline not in rows:
-        return {}
-    out: dict[str, dict] = {}
-    for method in methods if methods is not None else list(rows):
-        if method == baseline:
-            continue
-        rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{method}-{baseline}".encode())])
-        out[method] = {
-            name: bootstrap_ci(
-                np.array([m[name] - b[name] for m, b in zip(rows[method], rows[baseline], strict=True)], dtype=float),
-                cfg.n_bootstrap,
-                rng,
-            )
-            for name in metrics
-        }
-    return out
+    return stats.paired_differences(rows, baseline, metrics, cfg.n_bootstrap, cfg.seed, methods)
 
 
 NON_INFERIORITY_MARGINS: dict[str, float] = {"success": -0.05, "iou": -0.01, "bg_psnr": -0.3, "ssim_untouched": -0.01}
@@ -584,9 +580,30 @@ def write_grid(
     grid.save(path)
 
 
+_saved: dict[str, object] = {"out": None, "methods": []}
+"""What :func:`run` has saved so far (for the line printed when it is interrupted)."""
+
+
+def _interrupted() -> str:
+    """The line of an interrupted run: which methods' edits were kept, and how to score them."""
+    methods = [m for m in _saved["methods"] if not m.endswith("@cycle")]  # type: ignore[union-attr]
+    if not methods:
+        return "interrupted before any method finished; nothing was written"
+    return (
+        f"interrupted; the edits of {', '.join(methods)} are kept in {_saved['out']}/edits.npz (score them with "
+        f"--reuse-edits --methods {' '.join(methods)})"
+    )
+
+
 def entrypoint() -> None:
     """Console entry point."""
-    cfg, result = run_console("ids-bench-identity", IdentityBenchConfig, run, __doc__)
+    cfg, result = run_console(
+        "ids-bench-identity",
+        IdentityBenchConfig,
+        run,
+        __doc__,
+        interrupted=_interrupted,
+    )
     print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
     print(paired_table(result["paired_vs_dds"]))
     print(vs_exact_table(result["source_side_vs_exact"]))

@@ -9,7 +9,9 @@ same editing loop, and reports the max abs difference between the latents of a 3
 same seed (same t and noise draws).
 
 A method name may carry source-side run settings (:class:`~ids_nerf.bench.variants.RunVariant`, not
-methods of the registry):
+methods of the registry); without ``-kK`` a row runs the default ``--source.lookahead auto`` (K chosen from the
+memory, reported in the row as ``lookahead_used`` with ``lookahead_reason``; its s/step times a block of that K)
+as ``ids-edit-image`` does, ``-k1`` pins the per-step algorithm.
 ``<method>-kK`` computes the source side K steps ahead in one batch (``--source.lookahead K``, exact) and
 ``<method>-rR`` reuses a pool of P = edit_steps / R source sides (``--source.pool P``, reuse factor R). Their
 s/step is amortised: a look-ahead row times a block of K steps (its batched FPR and source branch included) / K, a
@@ -29,11 +31,13 @@ from pathlib import Path
 
 import torch
 
-from ids_nerf.bench.variants import parse_variant
+from ids_nerf.atomic import write_text_atomic
+from ids_nerf.bench.variants import RunVariant, parse_variant
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
-from ids_nerf.guidance.config import guidance_config
+from ids_nerf.guidance.config import SourceSideConfig, guidance_config
 from ids_nerf.guidance.prior import PriorConfig
+from ids_nerf.guidance.validation import check_config
 from ids_nerf.profiling import synchronize
 
 #: Dense (no sparsity) bf16/fp16 tensor-core peaks, FLOP/s, by substring of the CUDA device name.
@@ -90,6 +94,31 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB (Linux)
 
 
+def _pins_lookahead(variant: RunVariant) -> bool:
+    """The name carries ``-kK`` (else the row runs the default look-ahead, ``auto``)."""
+    return variant.name[len(variant.method) :].startswith("-k")
+
+
+def _auto_lookahead(distiller, z_src: torch.Tensor, c_src: torch.Tensor, steps: int):
+    """The K ``auto`` uses for an edit of ``steps`` steps with ``distiller`` (a throw-away supplier runs its first
+    batch and chooses; the distiller's generator moves on, which timing rows do not mind)."""
+    from ids_nerf.guidance.source_side import SourceSupplier
+
+    supplier = SourceSupplier(distiller, z_src, c_src, max(steps, 2))
+    supplier.next()
+    supplier.next()
+    return supplier.lookahead or 1
+
+
+def _reference(prior, iterations: int, seed: int):
+    """The official formulation's distiller; it draws each step's source side itself (look-ahead pinned off)."""
+    from ids_nerf.bench.reference import ReferenceDistiller
+
+    ref = ReferenceDistiller(prior, iterations, seed=seed)
+    ref.config.source = SourceSideConfig(lookahead=1)
+    return ref
+
+
 def _flops(fn: Callable[[], None]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -114,11 +143,15 @@ def load_prior(cfg: SpeedBenchConfig):
 
 def run(cfg: SpeedBenchConfig) -> dict:
     """Run the benchmark and return its table rows (also printed by the CLI)."""
-    from ids_nerf.bench.reference import ReferenceDistiller
     from ids_nerf.guidance.distiller import ScoreDistiller
     from ids_nerf.guidance.source_side import SourceSupplier
     from ids_nerf.image.editor import OptimConfig, edit_latent
 
+    check_config(cfg, "--")  # --repeats, --warmup, --edit-steps, --threads, --seed: finite and in range
+    if not cfg.methods:
+        raise UserInputError("--methods is empty; name at least one method, e.g. --methods dds ids.")
+    if cfg.out is not None and cfg.out.is_dir():
+        raise UserInputError(f"--out {cfg.out} is a folder; pass a file path such as {cfg.out / 'speed.json'}.")
     variants = [parse_variant(m) for m in cfg.methods]  # raises for an unknown name
     torch.set_num_threads(cfg.threads)
     prior = load_prior(cfg)
@@ -162,19 +195,35 @@ def run(cfg: SpeedBenchConfig) -> dict:
         )
 
     for variant in variants:
-        distiller = ScoreDistiller(prior, variant.guidance(cfg.edit_steps), seed=cfg.seed)
-        block = variant.lookahead if variant.reuse is None else 1
+        guidance = variant.guidance(cfg.edit_steps)
+        if not _pins_lookahead(variant):
+            guidance.source.lookahead = SourceSideConfig().lookahead  # the default, as ids-edit-image runs it
+        distiller = ScoreDistiller(prior, guidance, seed=cfg.seed, flag_prefix=None)
+        lookahead = guidance.source.lookahead
+        if variant.reuse is not None:
+            block = 1
+        else:
+            block = lookahead if lookahead != "auto" else _auto_lookahead(distiller, z_src, c_src, cfg.edit_steps)
         # a pool row's step reuses the pool this supplier builds once (during warm-up)
         pool = SourceSupplier(distiller, z_src, c_src, cfg.edit_steps) if variant.reuse is not None else None
+        whole: dict = {}
         record(
             variant.name,
             lambda d=distiller, b=block, p=pool: edit_latent(
                 d, z_src, c_src, c_trg, OptimConfig(steps=b), progress=False, sources=p
             ),
-            lambda d=distiller: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=cfg.edit_steps), progress=False),
+            lambda d=distiller, w=whole: w.update(
+                edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=cfg.edit_steps), progress=False).source_side
+            ),
             steps_per_call=block,
         )
-        rows[-1].update(lookahead=variant.lookahead, pool=variant.pool_size(cfg.edit_steps))
+        choice = whole.get("lookahead_choice") or {}
+        rows[-1].update(
+            lookahead=lookahead,
+            lookahead_used=whole.get("lookahead") or block,
+            lookahead_reason=choice.get("reason"),
+            pool=variant.pool_size(cfg.edit_steps),
+        )
 
     check = {}
     if cfg.reference:
@@ -183,7 +232,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
         iterations = sorted({0, *exact_ids})
         for n in iterations:
             label = "dds (reference)" if n == 0 else f"ids N={n} (reference)"
-            ref = ReferenceDistiller(prior, n, seed=cfg.seed)
+            ref = _reference(prior, n, seed=cfg.seed)
             record(
                 label,
                 lambda d=ref: edit_latent(d, z_src, c_src, c_trg, OptimConfig(steps=1), progress=False),
@@ -200,7 +249,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
                 progress=False,
             ).latent
             theirs = edit_latent(
-                ReferenceDistiller(prior, n, seed=cfg.seed + 1), z_src, c_src, c_trg, steps, progress=False
+                _reference(prior, n, seed=cfg.seed + 1), z_src, c_src, c_trg, steps, progress=False
             ).latent
             check[label] = float((ours - theirs).abs().max())
 
@@ -226,8 +275,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
     }
     if cfg.out is not None:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(result, indent=1))
+        write_text_atomic(cfg.out, json.dumps(result, indent=1))  # whole or not at all, after every timing
     return result
 
 
@@ -252,7 +300,17 @@ def markdown(result: dict) -> str:
             f"{r['tflops']:.3f} | {frac} |"
         )
     pools = [f"{r['method']} P={r['pool']}" for r in result["rows"] if r.get("pool")]
-    if pools or any(r.get("lookahead", 1) > 1 for r in result["rows"]):
+    autos = [r for r in result["rows"] if r.get("lookahead") == "auto"]
+    if autos:
+        lines += [
+            "",
+            "Rows without -kK run the default --source.lookahead auto (s/step: K steps as a new supplier serves them, "
+            "its first step alone, / K; s per edit is the figure to compare): "
+            + "; ".join(f"{r['method']} K={r['lookahead_used']}" for r in autos)
+            + ". Why: "
+            + "; ".join(f"{r['method']}: {r['lookahead_reason']}" for r in autos if r.get("lookahead_reason")),
+        ]
+    if pools or any(r.get("lookahead_used", r.get("lookahead", 1)) > 1 for r in result["rows"]):
         lines += [
             "",
             "-kK rows: s/step = a block of K steps (batched FPR and source branch included) / K. -rR rows: s/step = "
@@ -271,7 +329,9 @@ def markdown(result: dict) -> str:
 
 def entrypoint() -> None:
     """Console entry point."""
-    _, result = run_console("ids-bench-speed", SpeedBenchConfig, run, __doc__)
+    _, result = run_console(
+        "ids-bench-speed", SpeedBenchConfig, run, __doc__, interrupted=lambda: "interrupted; nothing was written"
+    )
     print(markdown(result))
 
 

@@ -40,13 +40,16 @@ class PDSConfig:
 @dataclass
 class SourceSideConfig:
     """How the source side of each step (t and noise draws, FPR, the source branch's prediction) is computed. The
-    defaults are the paper's exact algorithm: everything is drawn and computed inside each step."""
+    defaults give the paper's exact algorithm's results: every draw in the steps' order, no reuse."""
 
-    lookahead: int = 1
+    lookahead: int | Literal["auto"] = "auto"
     """K: draw the next K steps' timesteps and noises at once (in the order the steps would draw them), run FPR and
     the source branch for all K in one batch, then take K steps that evaluate only the target branch. Exact (the
-    same edit within float tolerance); memory grows with K (FPR's backward runs on K times the batch). 1 = in each
-    step (default). With --source.pool, the pool is computed K entries at a time. Not available for cds."""
+    same edit within float tolerance); memory grows with K (FPR's backward runs on K times the batch). `auto`
+    (default): K from the memory one step's batch measured and the memory free (CPU RAM or CUDA), at most 8 and the
+    steps left (a NeRF view block), 1 for cds and where it gains nothing; the choice and why are in the
+    diagnostics. 1 = in each step (pins the paper's per-step algorithm). With --source.pool, the pool is computed K
+    entries at a time. K > 1 is not available for cds."""
     pool: int | None = None
     """P: compute P source sides per source once and let every step reuse one of them (a random pass over the
     pool, then another, seeded by the run's seed); reuse factor r = steps / P. Approximate, not the paper's
@@ -54,20 +57,20 @@ class SourceSideConfig:
 
     def check(self, score: str, cache: bool = False, prefix: str = "--source", cache_flag: str = "--cache-dir") -> None:
         """Raise a UserInputError naming the flag (``prefix``.lookahead, ``prefix``.pool, ``cache_flag``) for a value
-        out of range or a combination ``score`` cannot use (``cache``: a source-side disk cache is wanted)."""
-        if self.lookahead < 1:
-            raise UserInputError(
-                f"{prefix}.lookahead must be >= 1 (got {self.lookahead}); 1 computes the source side in each step."
-            )
-        if self.pool is not None and self.pool < 1:
-            raise UserInputError(f"{prefix}.pool must be >= 1, or None for no reuse (got {self.pool}).")
+        out of range (:data:`ids_nerf.guidance.validation.RANGES`) or a combination ``score`` cannot use (``cache``:
+        a source-side disk cache is wanted)."""
+        from ids_nerf.guidance.validation import check_config
+
+        check_config(self, prefix + ".")
+        if isinstance(self.lookahead, str) and self.lookahead != "auto":
+            raise UserInputError(f"{prefix}.lookahead must be auto or a whole number >= 1 (got {self.lookahead!r}).")
         if score != "cds":
             return
         reason = "cds draws its PatchNCE patches from the run's generator inside each step, after the step's noise"
-        if self.lookahead > 1 or self.pool is not None:
+        if (self.lookahead != "auto" and self.lookahead > 1) or self.pool is not None:
             raise UserInputError(
                 f"{prefix}.lookahead > 1 and {prefix}.pool are not available for cds ({reason}); "
-                f"use {prefix}.lookahead 1 and no {prefix}.pool."
+                f"use {prefix}.lookahead auto or 1 and no {prefix}.pool."
             )
         if cache:
             raise UserInputError(f"{cache_flag} (the source-side cache) is not available for cds ({reason}).")
@@ -91,8 +94,12 @@ class GuidanceConfig:
     pds: PDSConfig = field(default_factory=PDSConfig)
     """PDS options (score pds)."""
     source: SourceSideConfig = field(default_factory=SourceSideConfig)
-    """Source side of each step: computed in the step (exact IDS, default), K steps ahead in one batch (exact) or
-    reused from a per-source pool (approximate)."""
+    """Source side of each step: K steps ahead in one batch (exact, K chosen from the free memory by default), in
+    the step (K = 1) or reused from a per-source pool (approximate)."""
+    max_nonfinite_steps: int = 10
+    """Stop with an error after this many consecutive steps whose guidance gradient holds NaN/Inf (the guidance
+    diverged or the prior overflowed). Each such step is counted in the step diagnostics (`nonfinite`) and skipped
+    for the affected samples (their gradient set to zero); the first one prints a warning."""
 
     def effective_guidance_scale(self) -> float:
         """The CFG scale the edit uses: ``guidance_scale``, or the score's default."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -24,6 +24,7 @@ from ids_nerf.guidance.config import GuidanceConfig
 from ids_nerf.guidance.denoiser import Denoiser, add_noise, tweedie_x0
 from ids_nerf.guidance.fpr import FPRMetric, fixed_point_regularization, fpr_distance
 from ids_nerf.guidance.methods import SCORES
+from ids_nerf.guidance.nonfinite import NonFiniteMonitor
 from ids_nerf.profiling import phase
 
 
@@ -37,9 +38,11 @@ class StepOutput:
     """Differentiable extra loss w.r.t. z_trg (CDS PatchNCE, already weighted), else None."""
     diagnostics: dict[str, float | int | str | list[float] | None]
     """t (of the first sample; t_all for a batch), (t_prev), fpr_losses (before each FPR iteration, summed over the
-    batch), fpr_loss_final (after the last, when free), grad_norm (mean over the batch), source (where the source
-    side came from: `step`, `lookahead` or `pool`, see :attr:`SourceDraw.origin`), source_cached (loaded from a disk
-    cache), pool_index (the pool entry reused, pool only)."""
+    batch), fpr_loss_final (after the last, when free), grad_norm (mean over the batch), nonfinite (samples whose
+    gradient held NaN/Inf and was zeroed, 0 normally; see :mod:`ids_nerf.guidance.nonfinite`), source (where the
+    source side came from: `step`, `lookahead` or `pool`, see :attr:`SourceDraw.origin`), source_cached (loaded from
+    a disk cache), lookahead (K of the look-ahead batch it came from, 1 otherwise), pool_index (the pool entry
+    reused, pool only)."""
 
 
 @dataclass
@@ -72,6 +75,11 @@ class SourceDraw:
     guidance_scale: float | None = None
     """The guidance scale ``eps_src`` was computed with; a step at another scale (changed live in the viewer)
     evaluates both branches instead of reusing it."""
+    lookahead: int = 1
+    """K of the look-ahead batch this was computed in (1: drawn in its step, computed alone, or loaded)."""
+    generator_after: Tensor | None = None
+    """The run generator's state right after this step's draws (look-ahead): a supplier restores it when it serves
+    the step, so that between steps the generator is where the sequential algorithm would have left it."""
 
 
 class _SampleFPRLosses:
@@ -100,13 +108,30 @@ class _SampleFPRLosses:
 
 
 class ScoreDistiller:
-    """Draws (t, eps) from a seeded generator, applies FPR when enabled and evaluates the configured score."""
+    """Draws (t, eps) from a seeded generator, applies FPR when enabled and evaluates the configured score.
 
-    def __init__(self, denoiser: Denoiser, config: GuidanceConfig, seed: int = 0) -> None:
+    ``flag_prefix`` / ``lr_flag``: how the guidance options and the learning rate are spelled on the command line
+    (``--`` and ``--optim.lr`` for ids-edit-image, ``--pipeline.guidance.`` under ns-train; None: not options), named
+    by the :class:`~ids_nerf.guidance.nonfinite.NonFiniteGuidanceError` that stops a run of
+    ``config.max_nonfinite_steps`` consecutive non-finite steps."""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        config: GuidanceConfig,
+        seed: int = 0,
+        *,
+        flag_prefix: str | None = "--",
+        lr_flag: str | None = None,
+    ) -> None:
         self.den = denoiser
         self.config = config
         self.seed = seed
+        self.nonfinite = NonFiniteMonitor(flag_prefix, lr_flag)
+        """Counts the steps whose gradient held NaN/Inf (:meth:`step` warns at the first, raises after a run)."""
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.lookahead_choice: Any = None
+        """The last K ``auto`` chose and why (:class:`~ids_nerf.guidance.source_side.LookaheadChoice`), else None."""
         if config.score not in SCORES:
             raise UserInputError(f"Unknown score {config.score!r}; choose one of {', '.join(SCORES)}.")
         if config.score == "cds" and not hasattr(denoiser, "capture_self_attention"):
@@ -202,7 +227,10 @@ class ScoreDistiller:
             )
         z_src = z_src.detach()
         batch = z_src.shape[0]
-        drawn = [self._draw(z_src) for _ in range(k)]
+        drawn, states = [], []
+        for _ in range(k):
+            drawn.append(self._draw(z_src))
+            states.append(self.generator.get_state())
         t = torch.cat([d[0] for d in drawn])
         eps = torch.cat([d[2] for d in drawn])
         z_all = z_src.repeat(k, *([1] * (z_src.dim() - 1)))
@@ -233,6 +261,8 @@ class ScoreDistiller:
                     eps_src=None if eps_src is None else eps_src[part],
                     origin="lookahead",
                     guidance_scale=cfg.effective_guidance_scale(),
+                    lookahead=k,
+                    generator_after=states[i],
                 )
             )
         return sources
@@ -265,6 +295,7 @@ class ScoreDistiller:
         diag["fpr_losses"] = fpr_losses
         diag["source"] = source.origin
         diag["source_cached"] = source.cached
+        diag["lookahead"] = source.lookahead
         if source.pool_index is not None:
             diag["pool_index"] = source.pool_index
 
@@ -305,12 +336,18 @@ class ScoreDistiller:
             x0 = tweedie_x0(self.den.alphas_cumprod, z_t_src, result.eps_src, t)
             diag["fpr_loss_final"] = float(fpr_distance(x0, z_src, cfg.fpr.metric))
 
+        batch = result.grad.shape[0]
+        nonfinite = int(result.nonfinite.sum()) if result.nonfinite is not None else 0
         aux = None
         if cfg.score == "cds" and cfg.cds.weight != 0:
             with phase("guidance branches"):
                 aux = cfg.cds.weight * self._cds_term(z_trg, z_src, z_t_src, t, cond_src, cond_trg)
             diag["cds_loss"] = float(aux.detach())
+            if not torch.isfinite(aux.detach()):  # one loss for the batch: its backward would poison every sample
+                aux, nonfinite = None, batch
         diag["grad_norm"] = float(result.grad.flatten(1).norm(dim=1).mean())
+        diag["nonfinite"] = nonfinite
+        self.nonfinite.update(nonfinite, batch, cfg.max_nonfinite_steps, scale, getattr(self.den, "dtype", None))
         return StepOutput(grad=result.grad, aux_loss=aux, diagnostics=diag)
 
     def _cds_term(

@@ -8,6 +8,10 @@ and the noise ``eps`` that produced it.
 The target branch is noised as ``z_t_trg = z_t_src + sqrt(a_t) (z_trg - z_src)``, which equals
 ``sqrt(a_t) z_trg + sqrt(1 - a_t) eps`` and makes both branches bit-identical when ``z_trg == z_src``
 (so DDS/IDS gradients are exactly zero for an unedited image with equal prompts).
+
+A sample whose gradient holds NaN/Inf gets a zero gradient (:func:`finite_grad`) and is reported in
+:attr:`ScoreResult.nonfinite`; the distiller counts such steps, warns and stops a run of them
+(:mod:`ids_nerf.guidance.nonfinite`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,18 @@ class ScoreResult:
     """Gradient direction for the target latent (detached, same shape as z_trg)."""
     eps_src: Tensor | None = None
     """CFG noise prediction of the source branch at z_t_src (None for SDS)."""
+    nonfinite: Tensor | None = None
+    """(B,) bool: the samples whose gradient held NaN/Inf; their ``grad`` is zero (see :func:`finite_grad`)."""
+
+
+def finite_grad(grad: Tensor) -> ScoreResult:
+    """``grad`` with the gradient of every sample holding a NaN/Inf zeroed (that sample skips the step: a partly
+    non-finite prediction is garbage, and one NaN would poison the latent), and which samples those were. Finite
+    gradients pass through bit for bit; the caller counts and reports the others
+    (:class:`~ids_nerf.guidance.nonfinite.NonFiniteMonitor`)."""
+    bad = ~torch.isfinite(grad).flatten(1).all(dim=1)
+    grad = grad.masked_fill(bad.reshape(-1, *([1] * (grad.dim() - 1))), 0.0)
+    return ScoreResult(grad=grad, nonfinite=bad)
 
 
 def target_noisy_latent(
@@ -74,7 +90,7 @@ def sds(
         z_t_trg = add_noise(den.alphas_cumprod, z_trg.detach(), eps, t)
     with torch.no_grad():
         e = den.eps(z_t_trg, t, cond_trg, guidance_scale)
-    return ScoreResult(grad=torch.nan_to_num(e - eps))
+    return finite_grad(e - eps)
 
 
 def dds(
@@ -92,7 +108,9 @@ def dds(
     source branch's prediction ``eps_src`` given (computed beforehand), only the target branch is evaluated."""
     z_t_trg = target_noisy_latent(den.alphas_cumprod, z_t_src, z_src, z_trg.detach(), t)
     e_src, e_trg = branch_eps(den, z_t_src, z_t_trg, t, cond_src, cond_trg, guidance_scale, eps_src)
-    return ScoreResult(grad=torch.nan_to_num(e_trg - e_src), eps_src=e_src)
+    result = finite_grad(e_trg - e_src)
+    result.eps_src = e_src
+    return result
 
 
 def pds(
@@ -141,7 +159,9 @@ def pds(
         return (x_prev - mu) / sigma
 
     grad = posterior_noise(z_trg.detach(), z_t_trg, e_trg) - posterior_noise(z_src, z_t_src, e_src)
-    return ScoreResult(grad=torch.nan_to_num(grad), eps_src=e_src)
+    result = finite_grad(grad)
+    result.eps_src = e_src
+    return result
 
 
 def patch_nce(ref: Tensor, trg: Tensor, temperature: float) -> Tensor:

@@ -125,6 +125,7 @@ RANGES: dict[str, dict[str, Range]] = {
     },
     "EditImageConfig": {
         "trajectory_frames": at_least(1),
+        "mask_feather": at_least(0.0),
     },
     "IdentityBenchConfig": {
         "n_per_kind": at_least(1, "20 gives the 60-edit suite"),

@@ -2,8 +2,8 @@
 
 Same :class:`ScoreDistiller` as the NeRF pipeline; the "renderer" is the identity and the optimiser is the official
 code's plain SGD on the latent with loss ``loss_scale * (z * grad).sum()`` (+ the CDS term). Each step's source side
-comes from a :class:`~ids_nerf.guidance.source_side.SourceSupplier` (in the step by default; look-ahead, pool and
-disk cache per ``distiller.config.source``).
+comes from a :class:`~ids_nerf.guidance.source_side.SourceSupplier` (by default a look-ahead batch of K steps, K
+chosen from the memory; in the step, pool and disk cache per ``distiller.config.source``).
 """
 
 from __future__ import annotations
@@ -69,12 +69,15 @@ def edit_latent(
     progress: bool = True,
     frames: int = 0,
     sources: SourceSupplier | None = None,
+    region: Tensor | None = None,
 ) -> EditResult:
     """Optimise ``z`` (initialised to ``z_src``) with the distiller's gradient for ``optim.steps`` SGD steps.
 
     ``frames`` > 0 keeps that many intermediate decodes (needs ``decode``), evenly spaced, the last step included,
     after a decode of the start. ``sources`` supplies each step's source side (default: a supplier for this edit
-    following ``distiller.config.source``, without disk cache)."""
+    following ``distiller.config.source``, without disk cache). ``region`` ((B or 1, 1, h, w) in [0, 1], latent
+    resolution; :mod:`ids_nerf.image.region`): the gradient is multiplied by it and after each step the latent is
+    put back to the source's outside it (``z = m z + (1 - m) z_src``)."""
     if sources is None:
         sources = SourceSupplier(distiller, z_src, cond_src, optim.steps)
     z = z_src.detach().clone().requires_grad_(True)
@@ -94,7 +97,12 @@ def edit_latent(
             loss = loss + out.aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if region is not None:
+            z.grad.mul_(region)
         opt.step()
+        if region is not None:
+            with torch.no_grad():
+                z.copy_(region * z + (1 - region) * z_src)
         result.history.append(out.diagnostics)
         bar.set_postfix(_postfix(out), refresh=False)
         if i in keep:

@@ -42,8 +42,8 @@ class NerfGuidanceConfig(GuidanceConfig):
     cache_dir: Path | None = None
     """Folder of the source-side disk cache (FPR results per view, keyed by the prior, the view's photo, the source
     prompt, FPR and the seed; never by the target prompt): a second edit of the scene with another target prompt
-    skips the source side. None (default): no cache. Used with --pipeline.guidance.source.lookahead > 1 or
-    --pipeline.guidance.source.pool."""
+    skips the source side. None (default): no cache. Used with the look-ahead (the default, automatic K) and with
+    --pipeline.guidance.source.pool; not with --pipeline.guidance.source.lookahead 1."""
 
     def prior_config(self, scene_device: torch.device | str) -> PriorConfig:
         """The prior's options with `auto` device resolved to the scene's device."""

@@ -124,8 +124,11 @@ class IDSEditPipeline(VanillaPipeline):
     def random_state(self) -> dict[str, Any]:
         """The edit's random streams now (view draws, the distiller's t/noise draws), for a resumable checkpoint.
 
-        Sampler jitter is seeded per step and needs no state. Not included: a look-ahead block or pool in progress
-        (``source.lookahead`` / ``source.pool``), which a resumed edit draws anew, and the draws of
+        Sampler jitter is seeded per step and needs no state. Not included: a look-ahead batch or pool in progress
+        (``source.lookahead`` / ``source.pool``): a resumed edit computes its source sides anew from the same draws
+        (the look-ahead leaves the generator where the per-step algorithm would), so it equals the uninterrupted edit
+        bit for bit (one CPU thread) when no look-ahead batch was split by the interruption (``source.lookahead 1``,
+        or a stop at a view block's end), and within float tolerance otherwise (the batches differ); and the draws of
         ``encode_mode sample`` source latents.
         """
         distiller = self._distiller
@@ -337,6 +340,7 @@ class IDSEditPipeline(VanillaPipeline):
             "grad_norm": diag["grad_norm"],
             "image_grad_norm": float(image_grad.norm()),
             "source_precomputed": int(diag.get("source") != "step"),
+            "source_lookahead": int(diag.get("lookahead", 1) or 1),
             "source_cached": int(bool(diag.get("source_cached"))),
         }
         if diag.get("fpr_losses"):
@@ -371,6 +375,12 @@ class IDSEditPipeline(VanillaPipeline):
                 left = repeat - step % repeat  # a block never reaches into the next view's steps
                 self.__dict__["_block_sources"] = SourceSupplier(distiller, z_src, cond_src, left, g.cache_dir)
             source = self._block_sources.next()
+            choice = distiller.lookahead_choice
+            if choice is not None and self.__dict__.get("_logged_lookahead") != choice.k:
+                from nerfstudio.utils.rich_utils import CONSOLE
+
+                self.__dict__["_logged_lookahead"] = choice.k
+                CONSOLE.log(f"Source-side look-ahead: {choice.reason}")
         return source if source is not None else distiller.draw_source(z_src, cond_src)
 
     def _guidance_loss(self, rgb: Tensor, index: int, height: int, width: int, step: int = 0):
