@@ -173,3 +173,27 @@ def test_cycle_metrics_of_a_perfect_round_trip():
     assert perfect["iou"] == 1.0 and perfect["ssim"] == pytest.approx(1.0) and perfect["psnr"] >= 60
     shifted = cycle_metrics(image, np.roll(image, 6, axis=1))
     assert shifted["iou"] < 1.0 and shifted["psnr"] < perfect["psnr"] and shifted["ssim"] < 1.0
+
+
+def test_region_runs_keep_the_outside_and_are_paired_with_the_whole_image(tmp_path, tiny_prior_dir):
+    """``dds-region``: each edit restricted to its case's region (object for colour/shape, floor for background):
+    outside it the pixels are the source's exactly; paired against ``dds`` in region_vs_whole."""
+    from ids_nerf.bench.identity_suite import build_suite, region_mask
+
+    cfg = IdentityBenchConfig(
+        out=tmp_path / "r",
+        prior=PriorConfig(model=str(tiny_prior_dir), device="cpu"),
+        methods=("dds", "dds-region"),
+        n_per_kind=1,
+        optim=OptimConfig(steps=2, lr=2.0),
+        n_bootstrap=50,
+        grid_edits=3,
+    )
+    result = run(cfg)
+    assert set(result["region_vs_whole"]) == {"dds-region"} and "dds-region" not in result["source_side_vs_exact"]
+    edits = np.load(cfg.out / "edits.npz")
+    cases = build_suite(1, size=edits["source"].shape[1])  # the suite at the prior's resolution, as the run made it
+    for case, edit in zip(cases, edits["dds-region"], strict=True):
+        outside = region_mask(case) == 0
+        assert outside.any() and (edit[outside] == case.image[outside]).all()
+    assert "Region - whole image" in (cfg.out / "results.md").read_text()

@@ -123,17 +123,47 @@ def edit_batch(prior, cases: list[EditCase], method: str, optim: OptimConfig, se
         z_src = prior.encode(images.to(prior.device))
     cond_src = torch.cat([prior.text_embeddings(c.src_prompt) for c in cases])
     cond_trg = torch.cat([prior.text_embeddings(c.trg_prompt) for c in cases])
-    distiller = ScoreDistiller(
-        prior, parse_variant(method).guidance(optim.steps), seed=seed, flag_prefix=None, lr_flag="--optim.lr"
-    )
-    result = edit_latent(distiller, z_src, cond_src, cond_trg, optim, progress=False)
+    variant = parse_variant(method)
+    distiller = ScoreDistiller(prior, variant.guidance(optim.steps), seed=seed, flag_prefix=None, lr_flag="--optim.lr")
+    masks = [region_mask(c) for c in cases] if variant.region else None
+    region = None
+    if masks is not None:
+        from ids_nerf.image.region import latent_mask
+
+        region = torch.cat([latent_mask(m, tuple(z_src.shape[-2:]), z_src.device) for m in masks])
+    result = edit_latent(distiller, z_src, cond_src, cond_trg, optim, progress=False, region=region)
     with torch.no_grad():
         out = prior.decode(result.latent)
     size = cases[0].image.shape[0]
     if out.shape[-1] != size:
         out = torch.nn.functional.interpolate(out, size=(size, size), mode="bilinear", antialias=True)
     arr = (out.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    if masks is not None:  # as ids-edit-image --mask: the input's pixels outside the region
+        from PIL import Image
+
+        from ids_nerf.image.region import composite
+
+        arr = np.stack(
+            [
+                np.asarray(composite(Image.fromarray(a), Image.fromarray(c.image), m))
+                for a, c, m in zip(arr, cases, masks, strict=True)
+            ]
+        )
     return arr, result.history
+
+
+#: Dilation (pixels, at 64 px) of the object mask that makes the region of a colour / shape edit (a shape edit
+#: needs room for the new silhouette), and of the object excluded from a background edit's region.
+REGION_DILATION = {"color": 3, "shape": 8, "background": 2}
+
+
+def region_mask(case: EditCase) -> np.ndarray:
+    """The region a ``-region`` run edits: the source's object mask (dilated) for colour and shape edits, everything
+    but the (dilated) object for background edits; (H, W) float in {0, 1}."""
+    from ids_nerf.toy import detectors
+
+    objects = _dilate(detectors.object_mask(case.image), REGION_DILATION[case.kind])
+    return (~objects if case.kind == "background" else objects).astype(np.float32)
 
 
 def edit_suite(
@@ -376,6 +406,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
     summary = summarize(cases, rows, cfg)
     paired = paired_differences(rows, cfg)
     vs_exact = source_side_comparison(rows, cfg)
+    vs_whole = region_comparison(rows, cfg)
     cycle = cycle_results(cases, edits, cfg) if cfg.cycle else {}
     result = {
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
@@ -385,6 +416,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
         "summary": summary,
         "paired_vs_dds": paired,
         "source_side_vs_exact": vs_exact,
+        "region_vs_whole": vs_whole,
         "cycle": cycle,
         "edits": [
             {
@@ -404,6 +436,7 @@ def run(cfg: IdentityBenchConfig) -> dict:
             + paired_table(paired)
             + "\n"
             + vs_exact_table(vs_exact)
+            + ("\n" + region_table(vs_whole) if vs_whole else "")
             + ("\n" + cycle_table(cycle) if cycle else "")
         )
         write_grid(cases, edits, cfg.methods, cfg.grid_edits, staged.path(cfg.out / "grid.png"))
@@ -489,7 +522,7 @@ def source_side_comparison(rows: dict[str, list[dict]], cfg: IdentityBenchConfig
     out: dict[str, dict] = {}
     for name in rows:
         variant = parse_variant(name)
-        if variant.method == name or variant.method not in rows:
+        if variant.region or variant.method == name or variant.method not in rows:
             continue
         diff = paired_differences(rows, cfg, baseline=variant.method, methods=[name])[name]
         failed = [
@@ -499,6 +532,30 @@ def source_side_comparison(rows: dict[str, list[dict]], cfg: IdentityBenchConfig
         ]
         out[name] = {"exact": variant.method, **diff, "non_inferior": not failed, "failed": failed}
     return out
+
+
+def region_comparison(rows: dict[str, list[dict]], cfg: IdentityBenchConfig) -> dict:
+    """Paired differences (region - whole image) of every ``-region`` run whose whole-image run was also made
+    (``ids-region`` - ``ids``)."""
+    from ids_nerf.bench.variants import parse_variant
+
+    out: dict[str, dict] = {}
+    for name in rows:
+        variant = parse_variant(name)
+        if variant.region and variant.base in rows:
+            out[name] = {
+                "whole": variant.base,
+                **paired_differences(rows, cfg, baseline=variant.base, methods=[name])[name],
+            }
+    return out
+
+
+def region_table(comparison: dict) -> str:
+    """Markdown of :func:`region_comparison`."""
+    lines = ["Region - whole image (paired per edit, mean [95% bootstrap CI]):", "", *METRICS_HEADER]
+    for name, row in comparison.items():
+        lines.append(f"| {name} - {row['whole']} | " + " | ".join(_fmt(row[k]) for k in METRICS) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def vs_exact_table(comparison: dict) -> str:
@@ -607,6 +664,8 @@ def entrypoint() -> None:
     print(markdown_table(result["summary"], cfg.methods, result["n_edits"]))
     print(paired_table(result["paired_vs_dds"]))
     print(vs_exact_table(result["source_side_vs_exact"]))
+    if result.get("region_vs_whole"):
+        print(region_table(result["region_vs_whole"]))
     if result["cycle"]:
         print(cycle_table(result["cycle"]))
     print("seconds per method:", {k: round(v, 1) for k, v in result["seconds_per_method"].items()})

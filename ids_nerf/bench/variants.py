@@ -1,8 +1,9 @@
-"""Method names with source-side run settings, shared by the benchmarks: ``<method>[-kK][-rR]``.
+"""Method names with run settings, shared by the benchmarks: ``<method>[-kK][-rR][-region]``.
 
 Not methods of the registry (:mod:`ids_nerf.guidance.methods`): ``-kK`` computes the source side K steps ahead in
-one batch (``--source.lookahead K``, exact) and ``-rR`` reuses a pool of P = steps / R source sides per source
-(``--source.pool P``, reuse factor R, approximate).
+one batch (``--source.lookahead K``, exact), ``-rR`` reuses a pool of P = steps / R source sides per source
+(``--source.pool P``, reuse factor R, approximate) and ``-region`` restricts each edit to its region (the 2D
+editor's ``--mask``; the benchmark says what the region of an edit is).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.config import GuidanceConfig, SourceSideConfig, guidance_config
 
-_VARIANT = re.compile(r"^(?P<method>.+?)(?:-k(?P<k>\d+))?(?:-r(?P<r>\d+))?$")
+_VARIANT = re.compile(r"^(?P<method>.+?)(?:-k(?P<k>\d+))?(?:-r(?P<r>\d+))?(?P<region>-region)?$")
 
 
 @dataclass(frozen=True)
 class RunVariant:
-    """A method run with source-side settings: ``<method>[-kK][-rR]``."""
+    """A method run with source-side settings and optionally restricted to a region: ``<method>[-kK][-rR][-region]``."""
 
     name: str
     """As given on the command line."""
@@ -28,6 +29,13 @@ class RunVariant:
     """K of ``-kK`` (1: in each step)."""
     reuse: int | None = None
     """R of ``-rR`` (None: no pool)."""
+    region: bool = False
+    """``-region``: each edit restricted to its region."""
+
+    @property
+    def base(self) -> str:
+        """The same run without ``-region`` (what a region run is compared with)."""
+        return self.name.removesuffix("-region")
 
     def pool_size(self, edit_steps: int) -> int | None:
         """P = edit_steps / R (at least 1), None without a pool."""
@@ -46,7 +54,11 @@ def parse_variant(name: str) -> RunVariant:
     match = _VARIANT.match(name)
     assert match is not None  # the pattern matches every non-empty name
     variant = RunVariant(
-        name, match["method"], int(match["k"]) if match["k"] else 1, int(match["r"]) if match["r"] else None
+        name,
+        match["method"],
+        int(match["k"]) if match["k"] else 1,
+        int(match["r"]) if match["r"] else None,
+        bool(match["region"]),
     )
     if variant.lookahead < 1 or (variant.reuse is not None and variant.reuse < 1):
         raise UserInputError(f"--methods {name}: -kK and -rR need K >= 1 and R >= 1.")
