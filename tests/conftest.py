@@ -77,33 +77,35 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-@pytest.fixture(scope="session")
-def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
-    """Toy scene (32x32 views) -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (64 px)."""
+def _toy_run(root: Path, prior_dir: Path, kind: str, recon_steps: int, edit_steps: int, **edit_options) -> dict:
+    """Toy scene (32x32 views, 6 for training) -> ``recon_steps`` steps of ``kind``'s reconstruction warm-up ->
+    ``edit_steps`` steps of its ids edit with the tiny prior (64 px; ``edit_options`` for toy_runs.edit_config)."""
     from ids_nerf.guidance.prior import PriorConfig
     from ids_nerf.nerf.runs import train_run
     from ids_nerf.nerf.toy_runs import edit_config, reconstruction_config, write_toy_scene
 
-    root = tmp_path_factory.mktemp("nerf")
     data, runs = root / "data", root / "runs"
     write_toy_scene(data, n_train=6, size=32, seed=0, n_val=2, n_test=3)
-    recon = reconstruction_config("nerfacto", data, runs, 20, "cpu", seed=0)
+    recon = reconstruction_config(kind, data, runs, recon_steps, "cpu", seed=0)
     train_run(recon)
     before = _snapshot(recon.get_base_dir())
+    method = "ids-edit" if kind == "nerfacto" else "ids-splat-edit"
     edit = edit_config(
-        "ids-edit",
+        method,
         data,
         runs,
         recon.get_checkpoint_dir(),
-        prior=PriorConfig(model=str(tiny_prior_dir)),
-        steps=EDIT_STEPS,
+        prior=PriorConfig(model=str(prior_dir)),
+        steps=edit_steps,
         device="cpu",
         seed=0,
-        render_downscale=2,
         view_repeat=2,
         log_every=1,
+        **edit_options,
     )
     edit.pipeline.render.resolution = 64
+    if kind == "splat":
+        edit.pipeline.model.edit_cull.every = 2
     train_run(edit)
     return {
         "root": root,
@@ -113,9 +115,15 @@ def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path)
         "source_before": before,
         "data": data,
         "runs": runs,
-        "prior": tiny_prior_dir,
-        "edit_steps": EDIT_STEPS,
+        "prior": prior_dir,
+        "edit_steps": edit_steps,
     }
+
+
+@pytest.fixture(scope="session")
+def toy_nerf_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
+    """Toy scene -> 20 ids-recon steps -> EDIT_STEPS ids-edit steps with the tiny prior (render at 1/2, 64 px)."""
+    return _toy_run(tmp_path_factory.mktemp("nerf"), tiny_prior_dir, "nerfacto", 20, EDIT_STEPS, render_downscale=2)
 
 
 @pytest.fixture
@@ -129,43 +137,6 @@ SPLAT_EDIT_STEPS = 3
 
 @pytest.fixture(scope="session")
 def toy_splat_run(tmp_path_factory: pytest.TempPathFactory, tiny_prior_dir: Path) -> dict:
-    """Toy scene (32x32 views) -> 40 ids-splat-recon steps (1,500 random Gaussians, CPU rasterizer) ->
+    """Toy scene -> 40 ids-splat-recon steps (from the scene's 5,000-point cloud, CPU rasterizer) ->
     SPLAT_EDIT_STEPS ids-splat-edit steps with the tiny prior (64 px), culling every 2 steps."""
-    from ids_nerf.guidance.prior import PriorConfig
-    from ids_nerf.nerf.runs import train_run
-    from ids_nerf.nerf.toy_runs import edit_config, reconstruction_config, write_toy_scene
-    from ids_nerf.scenes.cpu_sizes import cpu_friendly_splatfacto
-
-    root = tmp_path_factory.mktemp("splat")
-    data, runs = root / "data", root / "runs"
-    write_toy_scene(data, n_train=6, size=32, seed=0, n_val=2, n_test=3)
-    recon = reconstruction_config("splat", data, runs, 40, "cpu", seed=0)
-    cpu_friendly_splatfacto(recon.pipeline.model, gaussians=1500)
-    train_run(recon)
-    before = _snapshot(recon.get_base_dir())
-    edit = edit_config(
-        "ids-splat-edit",
-        data,
-        runs,
-        recon.get_checkpoint_dir(),
-        prior=PriorConfig(model=str(tiny_prior_dir)),
-        steps=SPLAT_EDIT_STEPS,
-        device="cpu",
-        seed=0,
-        view_repeat=2,
-        log_every=1,
-    )
-    edit.pipeline.render.resolution = 64
-    edit.pipeline.model.edit_cull.every = 2
-    train_run(edit)
-    return {
-        "root": root,
-        "recon": recon,
-        "edit": edit,
-        "source_run": recon.get_base_dir(),
-        "source_before": before,
-        "data": data,
-        "runs": runs,
-        "prior": tiny_prior_dir,
-        "edit_steps": SPLAT_EDIT_STEPS,
-    }
+    return _toy_run(tmp_path_factory.mktemp("splat"), tiny_prior_dir, "splat", 40, SPLAT_EDIT_STEPS)

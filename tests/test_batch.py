@@ -72,9 +72,10 @@ def test_batch_end_to_end_offline(tmp_path, tiny_prior_dir):
     bad.write_text("scene: toy/sphere\nsrc_prompt: a red sphere\n")
     out = tmp_path / "outputs"
     argv = ["ids-batch", "--presets", str(PRESETS_DIR / "toy" / "sphere-blue.yaml"), str(bad)]
-    argv += ["--methods", "ids-edit", "dds-edit", "--data-root", str(tmp_path / "data"), "--output-dir", str(out)]
+    argv += ["--methods", "ids-edit", "dds-edit", "ids-splat-edit", "--data-root", str(tmp_path / "data")]
+    argv += ["--output-dir", str(out)]
     argv += ["--recon-steps", "10", "--edit-steps", "2", "--prior.model", str(tiny_prior_dir), "--device", "cpu"]
-    argv += ["--render-resolution", "64", "--cpu-nerfacto", "--eval.random-weights", "--eval.clip-model", "ViT-B-32"]
+    argv += ["--render-resolution", "64", "--cpu-scenes", "--eval.random-weights", "--eval.clip-model", "ViT-B-32"]
     argv += ["--n-bootstrap", "200"]
     first = in_process(entrypoint, argv)
     assert first.code == 1 and "Traceback" not in first.err, first.err[-3000:]
@@ -82,15 +83,16 @@ def test_batch_end_to_end_offline(tmp_path, tiny_prior_dir):
     table = (out / "comparison.md").read_text()
     assert table in first.out and "| ids-edit | 1 |" in table and "| ids-edit - dds-edit | 1 |" in table
     assert "sphere-blue: CLIP text (↑)" in table and "sphere-blue: depth change (↓)" in table
-    assert "NOT meaningful" in table and "Failed (2):" in table
+    assert "NOT meaningful" in table and "Failed (3):" in table
     summary = json.loads((out / "comparison.json").read_text())
-    for method in ("ids-edit", "dds-edit"):
+    for method in ("ids-edit", "dds-edit", "ids-splat-edit"):  # a splat method edits the scene's splat reconstruction
         means = summary["means"]["sphere-blue"][method]
         assert means["depth_change"] is not None and means["bg_psnr"] is not None
         run = out / "sphere-blue" / method / "seed42"
         assert summary["runs"]["sphere-blue"][method] == {"42": str(run / "config.yml")}
         assert (run / "batch.log").is_file() and (run / "eval-test" / "metrics.json").is_file()
     again = in_process(entrypoint, argv)  # every run is reused: same runs, same numbers
-    assert again.code == 1 and again.out.count("(reused)") == 2
+    assert again.code == 1 and again.out.count("(reused)") == 3
+    assert sorted(p.name for p in (out / "sphere").glob("*recon")) == ["ids-recon", "ids-splat-recon"]
     assert json.loads((out / "comparison.json").read_text())["means"] == summary["means"]
     assert (out / "comparison.md").read_text() == table

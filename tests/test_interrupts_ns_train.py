@@ -53,20 +53,20 @@ def _edit_command(run: dict, out: Path, name: str, data: Path | None = None) -> 
     return command
 
 
+def _start(argv: list[str]) -> subprocess.Popen:
+    """The console script ``argv[0]`` of this environment, running in a child process (offline, one thread)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_edit_at_a_step_with_a_checkpoint_and_the_resume_command(
     toy_nerf_run, tmp_path, signum, code
 ):
     run_dir = tmp_path / "e" / "ids-edit" / "sig"
     argv = _edit_command(toy_nerf_run, tmp_path, "sig")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / argv[0]), *argv[1:]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = _start(argv)
     deadline = time.monotonic() + 300
     while len(list((run_dir / "edit_progress").glob("*.png"))) < 2:  # two steps done
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -95,14 +95,7 @@ def test_a_signal_before_the_first_step_leaves_no_run_folder(toy_nerf_run, tmp_p
     """Interrupted while the prior loads (before any step): exit 130, one line, and no run folder without a
     checkpoint to resume from."""
     argv = _edit_command(toy_nerf_run, tmp_path, "early")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / argv[0]), *argv[1:]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = _start(argv)
     run_dir = tmp_path / "e" / "ids-edit" / "early"
     deadline = time.monotonic() + 300
     while not (run_dir / "config.yml").is_file():

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from resume_helpers import resume, run_whole_and_cut
 
 from ids_nerf.nerf.resume import load_edit_state
 from ids_nerf.nerf.runs import find_reconstruction, train_run
@@ -77,38 +78,16 @@ def one_thread():
 def test_interrupted_edit_resumes_bit_equal(toy_nerf_run, tmp_path, monkeypatch, capsys, one_thread):
     """4 steps in one go vs. killed in step 3 (checkpoint of step 2) and resumed with only --load-dir: the same
     final checkpoint, bit for bit."""
-    from ids_nerf.nerf.pipeline import IDSEditPipeline
-
     base = copy.deepcopy(toy_nerf_run["edit"])
     base.output_dir, base.max_num_iterations, base.steps_per_save = tmp_path, 4, 2
     base.pipeline.render.view_repeat = 1
-    whole = copy.deepcopy(base)
-    whole.timestamp = "whole"
-    train_run(whole)
-
-    cut = copy.deepcopy(base)
-    cut.timestamp = "cut"
-    real_step = IDSEditPipeline.edit_step
-
-    def killed_at_3(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, step)
-
-    monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
-    with pytest.raises(SystemExit) as stopped:  # Ctrl-C inside a step: exit 130, the last checkpoint stands
-        train_run(cut)
-    assert stopped.value.code == 130
-    monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
+    whole, cut = run_whole_and_cut(base, monkeypatch, stop_in=3)
     models = cut.get_checkpoint_dir()
     assert sorted(p.name for p in models.glob("step-*.ckpt")) == ["step-000000002.ckpt"]
     assert load_edit_state(models / "step-000000002.ckpt")["step"] == 2
 
-    resumed = copy.deepcopy(toy_nerf_run["edit"])  # only --load-dir (+ where to write): the rest comes from the edit
-    resumed.pipeline.guidance.src_prompt = resumed.pipeline.guidance.trg_prompt = ""
-    resumed.output_dir, resumed.timestamp, resumed.load_dir = tmp_path, "resumed", models
     capsys.readouterr()
-    train_run(resumed)
+    resumed = resume(toy_nerf_run["edit"], tmp_path, models)  # only --load-dir: the rest comes from the edit
     out = " ".join(capsys.readouterr().out.split())
     assert "Resuming the edit" in out and "at step 3 of 4" in out and "random streams restored" in out
     final = sorted(p.name for p in resumed.get_checkpoint_dir().glob("step-*.ckpt"))

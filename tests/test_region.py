@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from resume_helpers import resume, run_whole_and_cut
 
 from ids_nerf.nerf.region import (
     EditRegion,
@@ -69,15 +70,11 @@ def test_splat_box_edit_leaves_the_outside_bit_identical_across_culls_and_a_resu
 ):
     """4 steps with a box around the sphere, culling every step inside: every Gaussian outside the box is
     bit-identical to the source's; inside they changed; an edit killed at step 3 and resumed ends identical."""
-    from ids_nerf.nerf.pipeline import IDSEditPipeline
-
     base = copy.deepcopy(toy_splat_run["edit"])
     base.output_dir, base.max_num_iterations, base.steps_per_save = tmp_path, 4, 2
     base.pipeline.region.box = SPHERE_BOX
     base.pipeline.model.edit_cull = EditCullConfig(every=1, alpha_thresh=0.15)
-    whole = copy.deepcopy(base)
-    whole.timestamp = "whole"
-    train_run(whole)
+    whole, cut = run_whole_and_cut(base, monkeypatch, stop_in=3)
     source = _gaussians(_ckpt(toy_splat_run["edit"].pipeline.source_checkpoint))
     inside_source = box_contains(oriented_box(SPHERE_BOX), source["means"])
     assert 0 < int(inside_source.sum()) < len(inside_source)
@@ -92,24 +89,7 @@ def test_splat_box_edit_leaves_the_outside_bit_identical_across_culls_and_a_resu
         assert torch.equal(edited[name][~editable], source[name][~inside_source]), name
     assert not torch.equal(edited["features_dc"][editable], source["features_dc"][inside_source][: int(editable.sum())])
 
-    cut = copy.deepcopy(base)
-    cut.timestamp = "cut"
-    real_step = IDSEditPipeline.edit_step
-
-    def killed_at_3(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, step)
-
-    monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
-    with pytest.raises(SystemExit) as stopped:  # Ctrl-C inside a step: exit 130, the last checkpoint stands
-        train_run(cut)
-    assert stopped.value.code == 130
-    monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
-    resumed = copy.deepcopy(toy_splat_run["edit"])
-    resumed.pipeline.guidance.src_prompt = resumed.pipeline.guidance.trg_prompt = ""
-    resumed.output_dir, resumed.timestamp, resumed.load_dir = tmp_path, "resumed", cut.get_checkpoint_dir()
-    train_run(resumed)
+    resumed = resume(toy_splat_run["edit"], tmp_path, cut.get_checkpoint_dir())
     again = _ckpt(_last(resumed))
     for k, v in final["pipeline"].items():
         assert torch.equal(v, again["pipeline"][k]), k

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from resume_helpers import resume, run_whole_and_cut
 
 from ids_nerf.nerf.runs import train_run
 from ids_nerf.scenes.splat import GAUSSIAN_GROUPS, EditCullConfig, cull_gaussians
@@ -144,33 +145,12 @@ def one_thread():
 def test_interrupted_splat_edit_resumes_bit_equal(toy_splat_run, tmp_path, monkeypatch, capsys, one_thread):
     """4 steps (culling every 2) in one go vs killed in step 3 and resumed with only --load-dir: the same final
     checkpoint, bit for bit (Gaussian count, parameters, optimizer state)."""
-    from ids_nerf.nerf.pipeline import IDSEditPipeline
-
     base = copy.deepcopy(toy_splat_run["edit"])
     base.output_dir, base.max_num_iterations, base.steps_per_save = tmp_path, 4, 2
     base.pipeline.model.edit_cull = EditCullConfig(every=2, alpha_thresh=0.2)  # culls some Gaussians on the way
-    whole = copy.deepcopy(base)
-    whole.timestamp = "whole"
-    train_run(whole)
-    cut = copy.deepcopy(base)
-    cut.timestamp = "cut"
-    real_step = IDSEditPipeline.edit_step
-
-    def killed_at_3(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, step)
-
-    monkeypatch.setattr(IDSEditPipeline, "edit_step", killed_at_3)
-    with pytest.raises(SystemExit) as stopped:  # Ctrl-C inside a step: exit 130, the last checkpoint stands
-        train_run(cut)
-    assert stopped.value.code == 130
-    monkeypatch.setattr(IDSEditPipeline, "edit_step", real_step)
-    resumed = copy.deepcopy(toy_splat_run["edit"])
-    resumed.pipeline.guidance.src_prompt = resumed.pipeline.guidance.trg_prompt = ""
-    resumed.output_dir, resumed.timestamp, resumed.load_dir = tmp_path, "resumed", cut.get_checkpoint_dir()
+    whole, cut = run_whole_and_cut(base, monkeypatch, stop_in=3)
     capsys.readouterr()
-    train_run(resumed)
+    resumed = resume(toy_splat_run["edit"], tmp_path, cut.get_checkpoint_dir())
     assert "at step 3 of 4" in " ".join(capsys.readouterr().out.split())
     a, b = _ckpt(_last_ckpt(whole)), _ckpt(_last_ckpt(resumed))
     source = _gaussians(_ckpt(toy_splat_run["edit"].pipeline.source_checkpoint))

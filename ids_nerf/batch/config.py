@@ -85,8 +85,9 @@ class BatchConfig:
     """Device of the NeRFs (auto: CUDA when available)."""
     render_resolution: int | None = None
     """Long side of the views the prior sees (default: the prior's resolution)."""
-    cpu_nerfacto: bool = False
-    """nerfacto at the CPU-sized settings of ids-nerf-demo (for offline checks)."""
+    cpu_scenes: bool = False
+    """Scene models at the CPU sizes of ids-nerf-demo (nerfacto: small hash grids and sample counts; splatfacto: a
+    small random initialisation, SH degree 1), for offline checks."""
     eval: BatchEvalConfig = field(default_factory=BatchEvalConfig)
     """Scoring of each edit."""
     executor: Literal["in-process", "ray"] = "in-process"

@@ -71,7 +71,7 @@ def new_reconstruction_config(cfg: BatchConfig, spec: ReconSpec) -> Any:
     recon = reconstruction_config(EDIT_METHODS[spec.template].config, cfg.recon_steps)  # copies, never mutates
     common_settings(recon, cfg, spec.data, cfg.recon_steps, cfg.seeds[0])
     recon.experiment_name = spec.data.name
-    if cfg.cpu_nerfacto and _is_nerfacto(recon):
+    if cfg.cpu_scenes and _is_nerfacto(recon):
         recon.pipeline.datamanager.train_num_rays_per_batch = recon.pipeline.datamanager.eval_num_rays_per_batch = 512
     return recon
 
@@ -138,15 +138,15 @@ class TaskEnv:
 
 def common_settings(config: Any, cfg: BatchConfig, data: Path, steps: int, seed: int) -> None:
     """Settings of every run of the batch: data, output folder, steps, a checkpoint at the end, no evaluation
-    passes, tensorboard, device, seed, and the CPU-sized nerfacto of --cpu-nerfacto."""
+    passes, tensorboard, device, seed, and the CPU-sized scene models of --cpu-scenes."""
     config.data = config.pipeline.datamanager.data = data
     config.output_dir, config.max_num_iterations, config.steps_per_save = cfg.output_dir, steps, steps
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.vis, config.machine.device_type, config.machine.seed = "tensorboard", _device(cfg.device), seed
-    if cfg.cpu_nerfacto and _is_nerfacto(config):
-        from ids_nerf.scenes.cpu_sizes import cpu_friendly_nerfacto
+    if cfg.cpu_scenes:
+        from ids_nerf.scenes.cpu_sizes import cpu_sized
 
-        cpu_friendly_nerfacto(config.pipeline.model)
+        cpu_sized(config.pipeline.model)
 
 
 def _is_nerfacto(config: Any) -> bool:

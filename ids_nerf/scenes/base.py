@@ -74,6 +74,24 @@ class NaNMetric:
         return float("nan")
 
 
+class OptionalLPIPS:
+    """Mixin of the scene models built under :func:`lpips_without_download`: without LPIPS (``self.lpips`` None)
+    evaluation reports the model's other metrics, without an ``lpips`` entry."""
+
+    lpips: Any
+
+    def get_image_metrics_and_images(self, outputs, batch):  # type: ignore[no-untyped-def]
+        if self.lpips is not None:
+            return super().get_image_metrics_and_images(outputs, batch)  # type: ignore[misc]
+        self.lpips = NaNMetric()
+        try:
+            metrics, images = super().get_image_metrics_and_images(outputs, batch)  # type: ignore[misc]
+        finally:
+            self.lpips = None
+        metrics.pop("lpips", None)
+        return metrics, images
+
+
 @dataclass(frozen=True)
 class EditView:
     """One training view to render for the prior in an editing step."""

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from ids_nerf.profiling import phase
-from ids_nerf.scenes.base import EditView, NaNMetric, RenderedView, SourceComparison, lpips_without_download
+from ids_nerf.scenes.base import EditView, OptionalLPIPS, RenderedView, SourceComparison, lpips_without_download
 
 
 @dataclass
@@ -38,7 +38,7 @@ class IDSNerfactoModelConfig(NerfactoModelConfig):
     _target: type = field(default_factory=lambda: IDSNerfactoModel)
 
 
-class IDSNerfactoModel(SourceComparison, NerfactoModel):
+class IDSNerfactoModel(SourceComparison, OptionalLPIPS, NerfactoModel):
     """Nerfacto, editable (:class:`~ids_nerf.scenes.base.EditableScene`); without cached AlexNet weights, evaluation
     reports PSNR/SSIM without LPIPS."""
 
@@ -50,17 +50,6 @@ class IDSNerfactoModel(SourceComparison, NerfactoModel):
     def populate_modules(self) -> None:
         with lpips_without_download():
             super().populate_modules()
-
-    def get_image_metrics_and_images(self, outputs, batch):  # type: ignore[override]
-        if self.lpips is not None:
-            return super().get_image_metrics_and_images(outputs, batch)
-        self.lpips = NaNMetric()
-        try:
-            metrics, images = super().get_image_metrics_and_images(outputs, batch)
-        finally:
-            self.lpips = None
-        metrics.pop("lpips", None)
-        return metrics, images
 
     # ------------------------------------------------------------------ EditableScene
     def render_for_edit(self, view: EditView) -> RenderedView:

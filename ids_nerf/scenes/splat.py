@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from ids_nerf.profiling import phase
-from ids_nerf.scenes.base import EditView, NaNMetric, RenderedView, SourceComparison, lpips_without_download
+from ids_nerf.scenes.base import EditView, OptionalLPIPS, RenderedView, SourceComparison, lpips_without_download
 
 GAUSSIAN_GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 """splatfacto's per-Gaussian parameter groups (nerfstudio 1.1.5 names; 1.0.x used xyz, scaling, rotation, opacity)."""
@@ -81,7 +81,7 @@ def world_to_camera(camera_to_worlds: Tensor) -> Tensor:
     return viewmat
 
 
-class IDSSplatModel(SourceComparison, SplatfactoModel):
+class IDSSplatModel(SourceComparison, OptionalLPIPS, SplatfactoModel):
     """splatfacto, editable (:class:`~ids_nerf.scenes.base.EditableScene`), on CUDA or CPU."""
 
     config: IDSSplatModelConfig
@@ -103,17 +103,6 @@ class IDSSplatModel(SourceComparison, SplatfactoModel):
             dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb, eps=1e-10)
             with torch.no_grad():
                 self.gauss_params["features_dc"].copy_(dc)
-
-    def get_image_metrics_and_images(self, outputs, batch):  # type: ignore[override]
-        if self.lpips is not None:
-            return super().get_image_metrics_and_images(outputs, batch)
-        self.lpips = NaNMetric()
-        try:
-            metrics, images = super().get_image_metrics_and_images(outputs, batch)
-        finally:
-            self.lpips = None
-        metrics.pop("lpips", None)
-        return metrics, images
 
     # ------------------------------------------------------------------ rendering
     def _colors_and_degree(self, crop: Tensor | None, sh_degree: int | None) -> tuple[Tensor, int | None]:
