@@ -291,7 +291,7 @@ def test_executor_ray_without_ray_is_one_paragraph(world, tmp_path, monkeypatch)
         (("--ray.address", "auto"), ["--ray.address", "--executor ray"]),
         (("--reference", "cds-edit"), ["--reference cds-edit", "--methods"]),
         (("--seeds", "1", "1"), ["--seeds 1 1"]),
-        (("--save-every", "0"), ["--save-every 0"]),
+        (("--save-every", "0"), ["--save-every must be >= 1 (got 0)"]),
         (("--executor", "ray", "--ray.gpus-per-edit", "1.5"), ["--ray.gpus-per-edit 1.5"]),
         (("--executor", "ray", "--ray.address", "auto", "--ray.local-cpus", "2"), ["--ray.local-cpus"]),
         (("--executor", "ray", "--ray.address", "127.0.0.1:1"), ["--ray.address 127.0.0.1:1", "ray start --head"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import mmap
 import os
 import shutil
 import warnings
@@ -406,8 +407,12 @@ def test_choose_lookahead_on_synthetic_budgets(sample, free, cap, peak, growth, 
 
 def test_measure_peak_sees_an_allocation():
     def allocate() -> int:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        return int(block[-1])
+        # 64 MiB of fresh pages, touched: an anonymous map, not malloc, which may hand back memory already resident
+        # in a long test session (the probe then rightly sees no growth)
+        with mmap.mmap(-1, 64 * 2**20) as block:
+            for offset in range(0, len(block), mmap.PAGESIZE):
+                block[offset] = 1
+            return block[-mmap.PAGESIZE]
 
     result, probe = measure_peak(allocate, torch.device("cpu"))
     assert result == 1 and probe.device == "cpu" and probe.sample_bytes >= 48 * 2**20

@@ -193,7 +193,9 @@ def _max_rss_bytes() -> int:
 def measure_peak(fn: Callable[[], T], device: torch.device, interval_s: float = 0.001) -> tuple[T, MemoryProbe]:
     """Run ``fn`` and measure the memory it takes. CUDA: allocated bytes before and the allocator's peak during it
     (this resets the peak statistics). CPU: the resident set size before and its peak during it, sampled every
-    ``interval_s`` by a thread and, when ``fn`` sets a new high for the process, the exact ``ru_maxrss``."""
+    ``interval_s`` by a thread and, when ``fn`` sets a new high for the process, the exact ``ru_maxrss``. On CPU it
+    is what the batch added to the process's resident memory: memory the process freed but still holds is reused
+    without showing, so a batch that fits in it measures (correctly, for K) as almost nothing."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
