@@ -39,6 +39,8 @@
 #   torchaudio, triton, nvidia-*, cuda-* (the machine's CUDA stack must stay untouched).
 # - On the machine already (KINDS.md) and used by the chain, NOT carried: see MACHINE below (the dry run installs
 #   these from the registry into its stand-in venv; gpu_check.sh records their versions there).
+#   scikit-learn among them: splatfacto's populate_modules imports sklearn (k_nearest_sklearn) to size the Gaussians
+#   it initialises (the dry run found it missing, 2026-12-04).
 # Sizes (printed at the end of a download; wheels + the travelling working tree must stay < 64 MiB): measured
 # 2026-12-02, 26 wheels = 38.1 MiB (torchvision 7.2, tensorly 7.1 of which 6.8 is its unused datasets/data, gsplat 6.2
 # of which 5.7 is CUDA sources, diffusers 6.1, viser 4.4, rawpy 2.8, open-clip-torch 1.5, setuptools 0.8, the other
@@ -68,7 +70,7 @@ BUILD=(setuptools)
 MACHINE=(
   transformers==5.17.0 accelerate==1.15.0 huggingface-hub==1.33.0 safetensors==0.8.0 tokenizers==0.23.2
   torchmetrics==1.9.0 numpy pillow opencv-python-headless matplotlib imageio rich tqdm pyyaml requests scipy
-  tensorboard packaging typing-extensions regex filelock fsspec jinja2 pytest
+  tensorboard packaging typing-extensions regex filelock fsspec jinja2 pytest scikit-learn
 )
 # GPU torchvision: the build that pairs with the machine's torch 2.11.0.
 GPU_TORCHVISION=0.26.0
