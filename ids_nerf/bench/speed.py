@@ -99,15 +99,19 @@ def _pins_lookahead(variant: RunVariant) -> bool:
     return variant.name[len(variant.method) :].startswith("-k")
 
 
-def _auto_lookahead(distiller, z_src: torch.Tensor, c_src: torch.Tensor, steps: int):
-    """The K ``auto`` uses for an edit of ``steps`` steps with ``distiller`` (a throw-away supplier runs its first
-    batch and chooses; the distiller's generator moves on, which timing rows do not mind)."""
+def _auto_lookahead(distiller, z_src: torch.Tensor, c_src: torch.Tensor, steps: int) -> tuple[int, str | None]:
+    """The K ``auto`` uses for an edit of ``steps`` steps (at least 2) with ``distiller``, and why (a throw-away
+    supplier runs its first batch and chooses; the distiller's generator moves on, which timing rows do not mind)."""
     from ids_nerf.guidance.source_side import SourceSupplier
 
     supplier = SourceSupplier(distiller, z_src, c_src, max(steps, 2))
     supplier.next()
     supplier.next()
-    return supplier.lookahead or 1
+    choice = supplier.choice
+    reason = choice.reason if choice is not None else None
+    if steps < 2 and choice is not None and choice.limit == "steps left":
+        reason = f"{reason} (a 2-step edit: --edit-steps {steps})"
+    return supplier.lookahead or 1, reason
 
 
 def _reference(prior, iterations: int, seed: int):
@@ -200,10 +204,13 @@ def run(cfg: SpeedBenchConfig) -> dict:
             guidance.source.lookahead = SourceSideConfig().lookahead  # the default, as ids-edit-image runs it
         distiller = ScoreDistiller(prior, guidance, seed=cfg.seed, flag_prefix=None)
         lookahead = guidance.source.lookahead
+        auto_reason = None
         if variant.reuse is not None:
             block = 1
         else:
-            block = lookahead if lookahead != "auto" else _auto_lookahead(distiller, z_src, c_src, cfg.edit_steps)
+            block = lookahead
+            if lookahead == "auto":
+                block, auto_reason = _auto_lookahead(distiller, z_src, c_src, cfg.edit_steps)
         # a pool row's step reuses the pool this supplier builds once (during warm-up)
         pool = SourceSupplier(distiller, z_src, c_src, cfg.edit_steps) if variant.reuse is not None else None
         whole: dict = {}
@@ -221,7 +228,7 @@ def run(cfg: SpeedBenchConfig) -> dict:
         rows[-1].update(
             lookahead=lookahead,
             lookahead_used=whole.get("lookahead") or block,
-            lookahead_reason=choice.get("reason"),
+            lookahead_reason=choice.get("reason") or auto_reason,
             pool=variant.pool_size(cfg.edit_steps),
         )
 

@@ -96,7 +96,10 @@ def fixed_point_regularization(
     z_src = z_src.detach()
     z_t = add_noise(acp, z_src, eps, t).detach()
     current_eps = eps.detach()
-    losses: list[float] = []
+    # the losses stay on the device until every iteration is queued: reading one (float()) inside the loop would
+    # make the host wait for the accelerator each iteration, and the next iteration's kernels would only then be
+    # launched (the UNet's forward + backward at batch 2 is launch-bound on a large GPU)
+    losses: list[Tensor] = []
     for _ in range(config.iterations):
         if config.jacobian == "free":
             z_t, current_eps, loss_value = _jacobian_free_step(denoiser, z_src, cond_src, t, z_t, config)
@@ -114,19 +117,19 @@ def fixed_point_regularization(
             e = denoiser.eps(zt_var, t, cond_src, config.source_guidance_scale)
             loss = fpr_distance(tweedie_x0(acp, zt_var, e, t), z_src, config.metric)
             (grad,) = torch.autograd.grad(loss, var)
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
         if config.wrt == "z_t":
             z_t = (var - config.step_size * grad).detach()
             current_eps = implied_noise(acp, z_t, z_src, t)
         else:
             current_eps = (var - config.step_size * grad).detach()
             z_t = add_noise(acp, z_src, current_eps, t)
-    return FPRResult(z_t=z_t, eps=current_eps, losses=losses)
+    return FPRResult(z_t=z_t, eps=current_eps, losses=torch.stack(losses).tolist() if losses else [])
 
 
 def _jacobian_free_step(
     denoiser: Denoiser, z_src: Tensor, cond_src: Tensor, t: Tensor | int, z_t: Tensor, config: FPRConfig
-) -> tuple[Tensor, Tensor, float]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """One FPR step with the score held constant: dL/dz_t = dL/dz0_hat / sqrt(a_t) (and x sqrt(1-a_t) for eps)."""
     acp = denoiser.alphas_cumprod
     with torch.no_grad():
@@ -142,4 +145,4 @@ def _jacobian_free_step(
     else:
         eps = (implied_noise(acp, z_t, z_src, t) - config.step_size * g0 * so / sa).detach()
         z_t = add_noise(acp, z_src, eps, t)
-    return z_t, eps, float(loss.detach())
+    return z_t, eps, loss.detach()
