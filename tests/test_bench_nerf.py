@@ -37,9 +37,43 @@ def test_nerf_bench_times_every_phase_of_both_methods(tmp_path, tiny_prior_dir):
     assert "fpr" in ids["phases"] and "fpr" not in dds["phases"]
     assert ids["phases"]["fpr"]["calls_per_step"] == 1
     saved = json.loads((tmp_path / "bench" / "bench_nerf.json").read_text())
-    assert saved["info"]["device"] == "cpu" and len(saved["rows"]) == 2
+    assert saved["info"]["device"] == "cpu" and len(saved["rows"]) == 2 and saved["complete"]
     table = (tmp_path / "bench" / "bench_nerf.md").read_text()
     assert table == markdown(result) and "| fpr |" in table and "128x96" in table
+
+
+def test_nerf_bench_keeps_what_it_measured_when_stopped(tmp_path, tiny_prior_dir, monkeypatch):
+    """The files are rewritten after each method: a run stopped in its second method (the GPU check's time limit)
+    leaves the first method's row, marked partial."""
+    import ids_nerf.bench.nerf as bench
+
+    real, calls = bench._time_method, []
+
+    def first_then_stop(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) > 1:
+            raise RuntimeError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "_time_method", first_then_stop)
+    cfg = NerfBenchConfig(
+        methods=("dds-splat-edit", "dds-edit"),
+        prior=PriorConfig(model=str(tiny_prior_dir)),
+        views=2,
+        width=40,
+        height=30,
+        gaussians=200,
+        steps=1,
+        warmup=0,
+        device="cpu",
+        out=tmp_path / "bench",
+    )
+    with pytest.raises(RuntimeError, match="stopped"):
+        run(cfg)
+    saved = json.loads((tmp_path / "bench" / "bench_nerf.json").read_text())
+    assert calls == ["dds-splat-edit", "dds-edit"] and not saved["complete"]
+    assert [row["method"] for row in saved["rows"]] == ["dds-splat-edit"]
+    assert "Partial: 1 of 2 methods measured" in (tmp_path / "bench" / "bench_nerf.md").read_text()
 
 
 def test_nerf_bench_rejects_unknown_methods():

@@ -102,9 +102,9 @@ def test_benchmark_flags_parse(variable, tmp_path):
     cfg = tyro.cli(config_type, args=[*args, "--out", str(tmp_path / "out")])
     methods = re.search(r'^NERF_METHODS="([^"]*)"$', CHECK_SH.read_text(), re.MULTILINE)
     splats = re.search(r'^SPLAT_METHODS="([^"]*)"$', CHECK_SH.read_text(), re.MULTILINE)
-    if variable.startswith("NERF"):  # the nerf stage appends --methods $NERF_METHODS [$SPLAT_METHODS]
-        full = [*args, "--methods", *methods.group(1).split(), *splats.group(1).split()]
-        assert tyro.cli(config_type, args=full).methods[-1].endswith("-splat-edit")
+    if variable.startswith("NERF"):  # the nerf stage appends --methods [$SPLAT_METHODS] $NERF_METHODS
+        full = [*args, "--methods", *splats.group(1).split(), *methods.group(1).split()]
+        assert tyro.cli(config_type, args=full).methods[0].endswith("-splat-edit")
     if variable.endswith("GPU"):
         assert cfg.arch == "sd-v1" and cfg.prior.device == "auto"
     else:
@@ -132,7 +132,7 @@ def test_dry_run(tmp_path):
         "pytest",
     ]
     methods = [row["method"] for row in json.loads((result / "bench_nerf.json").read_text())["rows"]]
-    assert methods == ["dds-edit", "ids-edit", "dds-splat-edit", "ids-splat-edit"]  # on the CPU rasterizer
+    assert methods == ["dds-splat-edit", "ids-splat-edit", "dds-edit", "ids-edit"]  # splats on the CPU rasterizer
     files = [p for p in result.rglob("*") if p.is_file()]
     assert len(files) <= 8, files  # the run tool brings back at most 8 files
     assert summary["versions"]["packages"]["diffusers"]["from"] == "carried"

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from ids_nerf.atomic import write_text_atomic
 from ids_nerf.console import run_console
 from ids_nerf.errors import UserInputError
 from ids_nerf.guidance.prior import PriorConfig
@@ -105,7 +106,8 @@ class NerfBenchConfig:
     seed: int = 0
     """Seed of the scene, the random weights (--arch) and the edit."""
     out: Path | None = None
-    """Folder for bench_nerf.json and bench_nerf.md (created; existing files are replaced)."""
+    """Folder for bench_nerf.json and bench_nerf.md (created; existing files are replaced; rewritten after each
+    method, so a run stopped early keeps the methods it measured, marked partial)."""
 
 
 _SOURCE_SIDE = re.compile(r"^(?P<method>.+?-edit)(?:-k(?P<k>\d+))?(?:-p(?P<p>\d+))?$")
@@ -252,22 +254,32 @@ def _time_method(cfg: NerfBenchConfig, method: str, data: Path, device: str, pri
 
 
 def run(cfg: NerfBenchConfig) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready result (also written to --out)."""
-    import diffusers
-    import nerfstudio
-
+    """Run the benchmark; returns the JSON-ready result (also written to --out, after each method while some are
+    left)."""
     _validate(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     prior = _prior(cfg, device)
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ids-bench-nerf-") as tmp:
         data = cfg.data if cfg.data is not None else _generate_scene(cfg, Path(tmp) / "scene")
         for method in cfg.methods:
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
             rows.append(_time_method(cfg, method, data, device, prior))
+            if len(rows) < len(cfg.methods):  # a run stopped later (a time limit) keeps the methods it measured
+                _write(cfg, _result(cfg, device, prior, rows))
+    result = _result(cfg, device, prior, rows)
+    _write(cfg, result)
+    return result
+
+
+def _result(cfg: NerfBenchConfig, device: str, prior, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON-ready result of the methods measured so far (``complete``: all of ``--methods``)."""
+    import diffusers
+    import nerfstudio
+
     info = {
         "device": device,
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
@@ -288,12 +300,15 @@ def run(cfg: NerfBenchConfig) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
-    result = {"info": info, "rows": rows, "config": json.loads(json.dumps(asdict(cfg), default=str))}
+    config = json.loads(json.dumps(asdict(cfg), default=str))
+    return {"info": info, "rows": list(rows), "complete": len(rows) == len(cfg.methods), "config": config}
+
+
+def _write(cfg: NerfBenchConfig, result: dict[str, Any]) -> None:
     if cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
-        (cfg.out / "bench_nerf.json").write_text(json.dumps(result, indent=1))
-        (cfg.out / "bench_nerf.md").write_text(markdown(result))
-    return result
+        write_text_atomic(cfg.out / "bench_nerf.json", json.dumps(result, indent=1))
+        write_text_atomic(cfg.out / "bench_nerf.md", markdown(result))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -334,6 +349,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {sum(r['proposal_update_steps'])}/{len(r['step_s'])} "
             f"| {r['median_s'] / base:.2f}x | {r['total_s']:.1f} | {r['total_s'] / base_total:.2f}x |"
         )
+    if not result.get("complete", True):
+        done = len(rows)
+        lines += ["", f"Partial: {done} of {len(result['config']['methods'])} methods measured (the run was stopped)."]
     return "\n".join(lines) + "\n"
 
 
