@@ -59,6 +59,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("ids-nerf-demo", ["--edit-steps", "0"], ["--edit-steps", ">= 1"]),
     ("ids-nerf-demo", ["--recon-steps", "0"], ["--recon-steps"]),
     ("ids-nerf-demo", ["--render-downscale", "0"], ["--render-downscale"]),
+    ("ids-nerf-demo", ["--threads", "0"], ["--threads", ">= 1"]),
     ("ids-nerf-demo", ["--src-prompt", " "], ["--src-prompt"]),
     ("ids-nerf-demo", ["--trg-prompt", "a red sphere on a checkered floor"], ["--src-prompt", "--trg-prompt"]),
     ("ids-nerf-demo", ["--prior.device", "cpu", "--prior.dtype", "float16"], ["--prior.dtype"]),

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from ids_nerf.batch.config import BatchConfig
 from ids_nerf.errors import UserError
+from ids_nerf.threads import torch_threads
 
 LOG = "batch.log"
 """Console output of a task, in its run folder."""
@@ -170,7 +171,7 @@ def reconstruct_task(cfg: BatchConfig, spec: ReconSpec, env: TaskEnv) -> dict[st
         _check_shared(cfg, env)
         if not spec.data.is_dir():
             raise TaskFailed(f"the scene folder {spec.data} of {spec.scene} does not exist on {record['host']}.")
-        with _torch_threads(env.threads):
+        with torch_threads(env.threads):
             found = find_reconstruction_of(cfg.output_dir, spec.data, spec.kind)
             if found is not None:
                 print(f"[{spec.scene}] reconstruction: {found} (reused)")
@@ -324,7 +325,7 @@ def edit_task(cfg: BatchConfig, spec: EditSpec, recon: dict[str, Any] | None, en
         folder = spec.folder(cfg.output_dir)
         attempts = scan_attempts(folder, spec.seed)
         run = attempts.finished
-        with _torch_threads(env.threads):
+        with torch_threads(env.threads):
             if run is not None:
                 print(f"[{spec.name}] {spec.method} seed {spec.seed}: {run} (reused)")
                 record.update(reused=True, run=str(run), config=str(run / "config.yml"))
@@ -480,21 +481,6 @@ def _train(config: Any, err: _Stream) -> None:
         train_run(config)
     except SystemExit as exc:
         raise TaskFailed(err.last_line or f"ns-train exited with code {exc.code}") from None
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    if threads is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _Stream(io.TextIOBase):

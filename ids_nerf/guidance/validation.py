@@ -146,6 +146,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "recon_steps": at_least(1, "e.g. 800"),
         "edit_steps": at_least(1, "e.g. 150"),
         "render_downscale": at_least(1, "1 = full resolution"),
+        "threads": at_least(1, "1 is fastest at the demo's sizes"),
     },
     "BatchConfig": {
         "recon_steps": at_least(1),
