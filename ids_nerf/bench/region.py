@@ -123,7 +123,7 @@ def _edit(cfg: RegionBenchConfig, kind: str, data: Path, runs: Path, device: str
 
     steps = cfg.nerf_recon_steps if kind == "nerfacto" else cfg.splat_recon_steps
     recon = reconstruction_config(kind, data, runs, steps, device, cfg.seed)
-    if not (recon.get_checkpoint_dir() / f"step-{steps - 1:09d}.ckpt").is_file():
+    if final_checkpoint(recon.get_base_dir(), recon) is None:
         train_run(recon)
     ymls = {"source": recon.get_base_dir() / "config.yml"}
     method = "ids-edit" if kind == "nerfacto" else "ids-splat-edit"

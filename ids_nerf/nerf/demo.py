@@ -163,7 +163,7 @@ def run(cfg: NerfDemoConfig) -> Path:
 
 
 def _run(cfg: NerfDemoConfig, device: str) -> Path:
-    from ids_nerf.nerf.runs import train_run  # nerfstudio's trainer: imported when the demo runs, not for --help
+    from ids_nerf.nerf.runs import final_checkpoint, train_run  # nerfstudio's trainer: not imported for --help
     from ids_nerf.nerf.toy_runs import edit_config, reconstruction_config, write_toy_scene
 
     data, runs = cfg.out / "data", cfg.out / "runs"
@@ -173,7 +173,7 @@ def _run(cfg: NerfDemoConfig, device: str) -> Path:
     steps = cfg.setting("recon_steps")
     recon = reconstruction_config(cfg.kind(), data, runs, steps, device, cfg.seed)
     recon_yml = recon.get_base_dir() / "config.yml"
-    if not (recon.get_checkpoint_dir() / f"step-{steps - 1:09d}.ckpt").is_file():
+    if final_checkpoint(recon.get_base_dir(), recon) is None:
         with interrupts_pass_through():
             recon_yml = train_run(recon)
     t1 = time.perf_counter()
