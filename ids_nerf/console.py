@@ -110,12 +110,25 @@ def exit_on_interrupt(prog: str, message: Callable[[], str] | None = None) -> It
             with contextlib.suppress(Exception):
                 text = message()
         _close_progress_bars()
+        _quiet_finalizers_of_interrupted_objects()
         print(f"{prog}: {text}", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPT_EXIT_CODES.get(signum, 128 + int(signum))) from None
     finally:
         for signum, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be restored from here
                 signal.signal(signum, handler)
+
+
+def _ignore_unraisable(_unraisable: Any) -> None:
+    """An unraisable exception (a finalizer's) after an interruption: not printed."""
+
+
+def _quiet_finalizers_of_interrupted_objects() -> None:
+    """After an interruption the process is ending, and objects the signal left half-built (e.g. imageio's
+    ``PillowPlugin`` interrupted inside its ``__init__``, whose ``__del__`` then raises ``AttributeError``) would
+    print ``Exception ignored in ... Traceback`` while the interpreter collects them: noise under the one line that
+    matters. Such finalizer errors are dropped from here on (``sys.unraisablehook``)."""
+    sys.unraisablehook = _ignore_unraisable
 
 
 def _close_progress_bars() -> None:
