@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -95,12 +95,21 @@ class NerfDemoConfig:
         return SCENE_DEFAULTS[self.kind()][name] if value is None else int(value)
 
 
-def render_run(config_path: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Render the test cameras of a run with nerfstudio's eval_setup: (renders, depth colormaps, photos)."""
+def render_run(
+    config_path: Path, data: Path, runs: Path
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Render the test cameras of a run with nerfstudio's eval_setup: (renders, depth colormaps, photos). The run is
+    read from this demo's ``data`` and ``runs`` folders, whatever paths its config.yml holds (a reconstruction
+    reused by --overwrite may have been written from another folder, or before the folder moved)."""
     from nerfstudio.utils import colormaps
     from nerfstudio.utils.eval_utils import eval_setup
 
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    def here(config: Any) -> Any:
+        config.data = config.pipeline.datamanager.data = data
+        config.output_dir = runs
+        return config
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test", update_config_callback=here)
     dataset = pipeline.datamanager.eval_dataset
     renders, depths, photos = [], [], []
     for i in range(len(dataset)):
@@ -166,7 +175,8 @@ def _run(cfg: NerfDemoConfig, device: str) -> Path:
     from ids_nerf.nerf.runs import final_checkpoint, train_run  # nerfstudio's trainer: not imported for --help
     from ids_nerf.nerf.toy_runs import edit_config, reconstruction_config, write_toy_scene
 
-    data, runs = cfg.out / "data", cfg.out / "runs"
+    out = cfg.out.absolute()  # the runs' config.yml files then work from any folder
+    data, runs = out / "data", out / "runs"
     t0 = time.perf_counter()
     if not all((data / f"transforms_{split}.json").is_file() for split in ("train", "val", "test")):
         write_toy_scene(data, cfg.n_train_views, cfg.image_size, cfg.seed)  # again after a partial write
@@ -193,7 +203,7 @@ def _run(cfg: NerfDemoConfig, device: str) -> Path:
     with interrupts_pass_through():
         edit_yml = train_run(edit)
     t2 = time.perf_counter()
-    grid = write_pictures(cfg.out, render_run(recon_yml), render_run(edit_yml))
+    grid = write_pictures(cfg.out, render_run(recon_yml, data, runs), render_run(edit_yml, data, runs))
     t3 = time.perf_counter()
     print(
         f"ids-nerf-demo: reconstruction {t1 - t0:.0f} s, edit ({cfg.edit_method()}, {cfg.edit_steps} steps) "

@@ -49,7 +49,7 @@ def toy_dataparser(data: Path | None = None):
 
 
 def _quiet_run(config: Any, runs: Path, name: str, steps: int, device: str, seed: int) -> None:
-    config.output_dir, config.experiment_name, config.timestamp = runs, "toy", name
+    config.output_dir, config.experiment_name, config.timestamp = Path(runs).absolute(), "toy", name
     config.max_num_iterations, config.steps_per_save = steps, steps
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
     config.vis, config.machine.device_type, config.machine.seed = "tensorboard", device, seed
@@ -63,7 +63,7 @@ def reconstruction_config(kind: Any, data: Path, runs: Path, steps: int, device:
 
     kind = SCENE_KINDS[kind] if isinstance(kind, str) else kind
     config = kind.recon()
-    config.data = config.pipeline.datamanager.data = data
+    config.data = config.pipeline.datamanager.data = Path(data).absolute()  # config.yml works from any folder
     config.pipeline.datamanager.dataparser = toy_dataparser(data if kind.name == "splat" else None)
     if hasattr(config.pipeline.datamanager, "train_num_rays_per_batch"):  # nerfacto: rays per batch
         config.pipeline.datamanager.train_num_rays_per_batch = 512
@@ -95,8 +95,8 @@ def edit_config(
     from ids_nerf.method_configs import EDIT_METHODS
 
     config = copy.deepcopy(EDIT_METHODS[method].config)
-    config.data = config.pipeline.datamanager.data = data
-    config.load_dir = load_dir
+    config.data = config.pipeline.datamanager.data = Path(data).absolute()  # config.yml works from any folder
+    config.load_dir = Path(load_dir).absolute()
     g = config.pipeline.guidance
     g.src_prompt, g.trg_prompt, g.prior = src_prompt, trg_prompt, copy.deepcopy(prior)
     config.pipeline.render.view_repeat, config.pipeline.render.downscale = view_repeat, render_downscale
