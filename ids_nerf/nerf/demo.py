@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -95,31 +95,17 @@ class NerfDemoConfig:
         return SCENE_DEFAULTS[self.kind()][name] if value is None else int(value)
 
 
-def render_run(
-    config_path: Path, data: Path, runs: Path
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Render the test cameras of a run with nerfstudio's eval_setup: (renders, depth colormaps, photos). The run is
-    read from this demo's ``data`` and ``runs`` folders, whatever paths its config.yml holds (a reconstruction
-    reused by --overwrite may have been written from another folder, or before the folder moved)."""
+def render_views(config_path: Path, data: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The test cameras of a run rendered as ``ids-eval render`` renders them (its run folder's own newest
+    checkpoint, the scene read from ``data``: right wherever the demo folder is now and whatever paths config.yml
+    holds): (renders, depth colormaps, photos)."""
     from nerfstudio.utils import colormaps
-    from nerfstudio.utils.eval_utils import eval_setup
 
-    def here(config: Any) -> Any:
-        config.data = config.pipeline.datamanager.data = data
-        config.output_dir = runs
-        return config
+    from ids_nerf.eval.sources import render_run
 
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="test", update_config_callback=here)
-    dataset = pipeline.datamanager.eval_dataset
-    renders, depths, photos = [], [], []
-    for i in range(len(dataset)):
-        camera = dataset.cameras[i : i + 1].to(pipeline.device)
-        with torch.no_grad():
-            out = pipeline.model.get_outputs_for_camera(camera)
-        renders.append(out["rgb"].clamp(0, 1).cpu().numpy())
-        depths.append(colormaps.apply_depth_colormap(out["depth"]).cpu().numpy())
-        photos.append(dataset[i]["image"][..., :3].float().numpy())
-    return renders, depths, photos
+    run = render_run(config_path, "test", data, progress=False, flag="ids-nerf-demo: renders of")
+    depths = [colormaps.apply_depth_colormap(torch.from_numpy(d)[..., None]).numpy() for d in run.depth]
+    return run.rgb, depths, run.photos
 
 
 def _save(arr: np.ndarray, path: Path) -> None:
@@ -203,7 +189,7 @@ def _run(cfg: NerfDemoConfig, device: str) -> Path:
     with interrupts_pass_through():
         edit_yml = train_run(edit)
     t2 = time.perf_counter()
-    grid = write_pictures(cfg.out, render_run(recon_yml, data, runs), render_run(edit_yml, data, runs))
+    grid = write_pictures(cfg.out, render_views(recon_yml, data), render_views(edit_yml, data))
     t3 = time.perf_counter()
     print(
         f"ids-nerf-demo: reconstruction {t1 - t0:.0f} s, edit ({cfg.edit_method()}, {cfg.edit_steps} steps) "
