@@ -46,8 +46,8 @@ class RayConfig:
     reservation."""
     max_retries: int = 3
     """How often a task whose worker died (killed process, lost node, preemption, out of memory) is started again;
-    an edit then resumes from its last checkpoint (--save-every). A task that fails by itself (bad preset, missing
-    scene, an error in the edit) is not retried."""
+    an edit or a reconstruction then continues from its last checkpoint (--save-every). A task that fails by
+    itself (bad preset, missing scene, an error in the edit) is not retried."""
     local_cpus: int | None = None
     """CPUs of the local Ray instance (without --ray.address). Unset: all of this machine's."""
     local_gpus: int | None = None
@@ -77,8 +77,9 @@ class BatchConfig:
     edit_steps: int = 3000
     """Editing steps of each method."""
     save_every: int = 250
-    """Checkpoint an edit every this many steps (and at its last step): an interrupted or killed edit resumes from
-    its last checkpoint when ids-batch runs again (or when Ray retries the task), losing at most this many steps."""
+    """Checkpoint every edit and reconstruction every this many steps (and at its last step): an interrupted or
+    killed one continues from its last checkpoint when ids-batch runs again (or when Ray retries the task), losing
+    at most this many steps."""
     prior: PriorConfig = field(default_factory=PriorConfig)
     """Diffusion prior of every edit (Stable Diffusion 1.4 from the hub by default; `toy`/`tiny` offline)."""
     device: str = "auto"

@@ -71,6 +71,7 @@ def new_reconstruction_config(cfg: BatchConfig, spec: ReconSpec) -> Any:
 
     recon = reconstruction_config(EDIT_METHODS[spec.template].config, cfg.recon_steps)  # copies, never mutates
     common_settings(recon, cfg, spec.data, cfg.recon_steps, cfg.seeds[0])
+    recon.steps_per_save = min(cfg.save_every, cfg.recon_steps)  # a killed reconstruction continues from there
     recon.experiment_name = spec.data.name
     if cfg.cpu_scenes and _is_nerfacto(recon):
         recon.pipeline.datamanager.train_num_rays_per_batch = recon.pipeline.datamanager.eval_num_rays_per_batch = 512
@@ -177,16 +178,24 @@ def reconstruct_task(cfg: BatchConfig, spec: ReconSpec, env: TaskEnv) -> dict[st
                 print(f"[{spec.scene}] reconstruction: {found} (reused)")
                 record.update(status="ok", run=str(found), config=str(found / "config.yml"), reused=True)
                 return record
+            from ids_nerf.nerf.runs import continue_reconstruction, final_checkpoint, unfinished_reconstruction
+            from ids_nerf.scenes.kinds import SCENE_KINDS
+
             config = new_reconstruction_config(cfg, spec)
+            killed = unfinished_reconstruction(cfg.output_dir, spec.data, SCENE_KINDS[spec.kind], cfg.recon_steps)
+            if killed is not None:  # a worker died mid-way (Ray retries the task): go on from its last checkpoint
+                continue_reconstruction(config, killed, cfg.recon_steps)
+                record["continued_from"] = str(killed)
             run = _claim_reconstruction_folder(config)
             log = run / LOG
             record.update(run=str(run), log=str(log))
             _report(env, spec.key, record)
-            print(f"[{spec.scene}] reconstruction: none found, training {cfg.recon_steps} {spec.kind} steps in {run}")
+            what = f"none found, training {cfg.recon_steps} {spec.kind} steps"
+            if killed is not None:
+                what = f"continuing the unfinished {killed} from step {config.load_step + 1} of {cfg.recon_steps}"
+            print(f"[{spec.scene}] reconstruction: {what} in {run}")
             with _capture(log, env.capture) as err:
                 _train(config, err)
-            from ids_nerf.nerf.runs import final_checkpoint
-
             if final_checkpoint(run, config) is None:
                 raise KeyboardInterrupt  # nerfstudio returned early: it caught a Ctrl-C
             record.update(status="ok", config=str(run / "config.yml"))

@@ -10,6 +10,7 @@ first, in its own run folder, kept as the source run.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,24 +62,36 @@ def read_run_config(config_yml: Path) -> Any | None:
         return None
 
 
-def final_checkpoint(run: Path, config: Any) -> Path | None:
-    """The checkpoint a finished run saved at its last step, or None. The last step is ``max_num_iterations - 1``;
-    for a run that continued another one with --load-dir (nerfstudio's resume, e.g. the command an interrupted
-    reconstruction prints), nerfstudio ran ``max_num_iterations`` more steps after the loaded one (editing runs
-    count their steps from the edit's start instead, a resumed edit included)."""
-    models = run / getattr(config, "relative_model_dir", Path("nerfstudio_models"))
+def last_step(config: Any) -> int | None:
+    """The last step of a run (None: unknown). It is ``max_num_iterations - 1``; for a run that continued another
+    one with --load-dir (nerfstudio's resume, e.g. the command an interrupted reconstruction prints, or ids-batch
+    continuing a killed reconstruction), nerfstudio runs ``max_num_iterations`` more steps after the loaded one
+    (editing runs count their steps from the edit's start instead, a resumed edit included)."""
     last = int(config.max_num_iterations) - 1
     load_dir = getattr(config, "load_dir", None)
     if load_dir is not None and not hasattr(getattr(config, "pipeline", None), "guidance"):
         loaded = config.load_step
         if loaded is None:
-            steps = [int(p.stem.split("-")[-1]) for p in Path(load_dir).glob("step-*.ckpt")]
-            loaded = max(steps, default=None)
+            loaded = max((_step_of(p) for p in Path(load_dir).glob("step-*.ckpt")), default=None)
         if loaded is None:
             return None
         last = int(loaded) + int(config.max_num_iterations)
-    path = models / f"step-{last:09d}.ckpt"
-    return path if path.is_file() else None
+    return last
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.stem.split("-")[-1])
+
+
+def _models(run: Path, config: Any) -> Path:
+    return run / getattr(config, "relative_model_dir", Path("nerfstudio_models"))
+
+
+def final_checkpoint(run: Path, config: Any) -> Path | None:
+    """The checkpoint a finished run saved at its last step (:func:`last_step`), or None."""
+    last = last_step(config)
+    path = _models(run, config) / f"step-{last:09d}.ckpt" if last is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,20 @@ def find_reconstruction(
     splatfacto/ids-splat-recon runs) under ``output_dir`` (any experiment name), by the time its last checkpoint was
     written; None if there is none."""
     found: list[tuple[float, Path, Path]] = []
+    for run, config in _reconstruction_runs(output_dir, data, kind):
+        checkpoint = final_checkpoint(run, config)
+        if checkpoint is not None:
+            found.append((checkpoint.stat().st_mtime, run, checkpoint))
+    if not found:
+        return None
+    found.sort()
+    _, run, checkpoint = found[-1]
+    return Reconstruction(run=run, checkpoint=checkpoint, others=len(found) - 1)
+
+
+def _reconstruction_runs(output_dir: Path, data: Path, kind: SceneKind) -> Iterator[tuple[Path, Any]]:
+    """``(run folder, saved config)`` of every reconstruction run of ``data`` of scene ``kind`` under
+    ``output_dir``, finished or not."""
     target = Path(data).resolve()
     for config_yml in Path(output_dir).glob("*/*/*/config.yml"):
         run = config_yml.parent
@@ -109,16 +136,38 @@ def find_reconstruction(
         if config is None or kind_of_model(getattr(config.pipeline, "model", None)) is not kind:
             continue
         run_data = config.pipeline.datamanager.data or getattr(config.pipeline.datamanager.dataparser, "data", None)
-        if run_data is None or Path(run_data).resolve() != target:
+        if run_data is not None and Path(run_data).resolve() == target:
+            yield run, config
+
+
+def unfinished_reconstruction(output_dir: Path, data: Path, kind: SceneKind, steps: int) -> Path | None:
+    """The furthest complete checkpoint of the unfinished reconstructions of ``data`` of ``kind`` under
+    ``output_dir`` that were to run ``steps`` steps in all (a run killed mid-way, or its continuation killed in
+    turn), or None. A checkpoint cut short by the kill (no zip directory, a bad checksum) does not count."""
+    from ids_nerf.errors import UserError
+    from ids_nerf.nerf.checkpoints import check_checkpoint
+
+    candidates: list[tuple[int, Path]] = []
+    for run, config in _reconstruction_runs(output_dir, data, kind):
+        last = last_step(config)
+        if last is None or last + 1 != steps or final_checkpoint(run, config) is not None:
             continue
-        checkpoint = final_checkpoint(run, config)
-        if checkpoint is not None:
-            found.append((checkpoint.stat().st_mtime, run, checkpoint))
-    if not found:
-        return None
-    found.sort()
-    _, run, checkpoint = found[-1]
-    return Reconstruction(run=run, checkpoint=checkpoint, others=len(found) - 1)
+        candidates += [(_step_of(p), p) for p in _models(run, config).glob("step-*.ckpt")]
+    for _, checkpoint in sorted(candidates, reverse=True):
+        try:
+            return check_checkpoint(checkpoint)
+        except UserError:
+            continue
+    return None
+
+
+def continue_reconstruction(config: TrainerConfig, checkpoint: Path, steps: int) -> None:
+    """Make ``config`` (a new reconstruction run of ``steps`` steps in all) continue from ``checkpoint`` of an
+    unfinished one instead (nerfstudio's --load-dir resume: the scene, optimizers and schedulers of that step, then
+    the steps left; its checkpoints keep the step numbers of the whole run)."""
+    step = _step_of(checkpoint)
+    config.load_dir, config.load_step = checkpoint.parent, step
+    config.max_num_iterations = steps - (step + 1)
 
 
 def reconstruction_config(edit: TrainerConfig, steps: int) -> TrainerConfig:
