@@ -1,5 +1,6 @@
 """ids-batch on Ray (a local 2-CPU instance) against the in-process executor, fault tolerance (a killed worker's edit
-resumes from its checkpoint), rows that fail alone, and the statistics of the comparison.
+resumes from its checkpoint, a killed reconstruction continues from its own), rows that fail alone, and the
+statistics of the comparison.
 
 The sweeps (marked ``ray``: ~3 min on 2 cores, more than the default suite can take) run in ``.ci/run`` with
 ``pytest -m ray``; the refusals and statistics here, and tests/test_batch.py's in-process batch, run by default.
@@ -198,15 +199,12 @@ def test_finished_runs_are_reused(sweeps):
     assert "(reused)" in sweeps["again"]["outcome"].out
 
 
-@pytest.mark.ray
-def test_killed_edit_resumes_from_its_checkpoint(sweeps, world):
-    """kill -9 the Ray worker of a running edit once it has a checkpoint: Ray retries the task, which resumes the
-    edit from that checkpoint in a new attempt folder (first step > 0) and finishes it; the table is complete."""
-    from ids_nerf.batch import BatchConfig, BatchEvalConfig, RayConfig, run
+def _ray_config(world: dict, out: Path, **changes):
+    """A one-edit Ray batch (ids-edit of sphere-blue, seed 7) on the local 2-CPU instance, two retries."""
+    from ids_nerf.batch import BatchConfig, BatchEvalConfig, RayConfig
     from ids_nerf.guidance.prior import PriorConfig
 
-    out = sweeps["ray"]["dir"]  # its reconstruction is reused
-    cfg = BatchConfig(
+    settings = dict(
         presets=(BLUE,),
         methods=("ids-edit",),
         seeds=(7,),
@@ -225,24 +223,41 @@ def test_killed_edit_resumes_from_its_checkpoint(sweeps, world):
         n_bootstrap=100,
         ray=RayConfig(local_cpus=2, max_retries=2),
     )
-    first = out / "sphere-blue" / "ids-edit" / "seed7"
-    killed: dict = {}
+    return BatchConfig(**{**settings, **changes})
+
+
+def _killer(run: Path, checkpoints: str, killed: dict) -> threading.Thread:
+    """A thread that kill -9s the worker of the attempt in ``run`` (its batch_task.json) once a file matching
+    ``checkpoints`` exists there, recording the pid and the checkpoint's step in ``killed``."""
 
     def kill_once_checkpointed() -> None:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and not killed:
-            states = sorted((first / "edit_state").glob("step-*.pt"))
-            if states and (first / "batch_task.json").is_file():
-                pid = json.loads((first / "batch_task.json").read_text())["pid"]
+            found = sorted(run.glob(checkpoints))
+            if found and (run / "batch_task.json").is_file():
+                pid = json.loads((run / "batch_task.json").read_text())["pid"]
                 if pid != os.getpid():  # never this process
-                    killed.update(pid=pid, step=int(states[-1].stem.split("-")[-1]))
+                    killed.update(pid=pid, step=int(found[-1].stem.split("-")[-1]))
                     os.kill(pid, signal.SIGKILL)
                 return
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_once_checkpointed, daemon=True)
-    killer.start()
-    result = run(cfg)
+    thread = threading.Thread(target=kill_once_checkpointed, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.ray
+def test_killed_edit_resumes_from_its_checkpoint(sweeps, world):
+    """kill -9 the Ray worker of a running edit once it has a checkpoint: Ray retries the task, which resumes the
+    edit from that checkpoint in a new attempt folder (first step > 0) and finishes it; the table is complete."""
+    from ids_nerf.batch import run
+
+    out = sweeps["ray"]["dir"]  # its reconstruction is reused
+    first = out / "sphere-blue" / "ids-edit" / "seed7"
+    killed: dict = {}
+    killer = _killer(first, "edit_state/step-*.pt", killed)
+    result = run(_ray_config(world, out))
     killer.join(timeout=10)
     assert killed, f"no checkpoint of {first} appeared"
     assert killed["step"] < 9, "the edit finished before it could be killed"
@@ -257,6 +272,43 @@ def test_killed_edit_resumes_from_its_checkpoint(sweeps, world):
     assert task["first_step"] == row["first_step"] and Path(task["resumed_from"]).parent == first / "nerfstudio_models"
     assert f"at step {row['first_step']} of 10" in " ".join((resumed / "batch.log").read_text().split())
     assert "| ids-edit | 1 |" in result["table"] and "Failed" not in result["table"]
+
+
+@pytest.mark.ray
+def test_killed_reconstruction_continues_from_its_checkpoint(world, tmp_path):
+    """kill -9 the Ray worker of a running reconstruction once it has a checkpoint: Ray retries the task, which
+    continues the reconstruction from that checkpoint in a new run folder (not from step 0); the edit then starts
+    from the continued reconstruction's final checkpoint."""
+    from ids_nerf.batch import run
+    from ids_nerf.nerf.runs import read_run_config
+
+    out = tmp_path / "out"
+    recons = out / "sphere" / "ids-recon"
+    out.mkdir()
+    killed: dict = {}
+
+    def kill_the_first_reconstruction() -> None:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not any(recons.glob("*/batch_task.json")):
+            time.sleep(0.05)
+        (first,) = recons.glob("*/batch_task.json")
+        _killer(first.parent, "nerfstudio_models/step-*.ckpt", killed).join(timeout=400)
+
+    watcher = threading.Thread(target=kill_the_first_reconstruction, daemon=True)
+    watcher.start()
+    result = run(_ray_config(world, out, recon_steps=200, save_every=4, edit_steps=2))
+    watcher.join(timeout=10)
+    assert killed, "no checkpoint of the reconstruction appeared"
+    assert killed["step"] < 199, "the reconstruction finished before it could be killed"
+    (row,) = result["rows"]
+    assert row["status"] == "ok" and result["failed"] == [], row
+    continued = Path(row["reconstruction"]).parent
+    task = json.loads((continued / "batch_task.json").read_text())
+    assert task["first_step"] >= killed["step"] + 1 > 0 and task["resumed_from"] is not None
+    saved = read_run_config(continued / "config.yml")
+    assert saved.load_step + 1 == task["first_step"] and saved.load_step + saved.max_num_iterations == 199
+    assert (continued / "nerfstudio_models" / "step-000000199.ckpt").is_file()
+    assert len(list(recons.iterdir())) == 2  # the killed run and its continuation
 
 
 def test_a_worker_without_the_output_dir_fails_its_task(world, tmp_path):

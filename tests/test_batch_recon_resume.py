@@ -4,6 +4,7 @@ passed over."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,9 @@ def test_a_killed_reconstruction_continues_from_its_last_checkpoint(tmp_path, mo
 
     second = reconstruct_task(cfg, spec, TaskEnv())
     assert second["status"] == "ok" and second["run"] != first["run"], second
-    assert second["continued_from"] == str(models / "step-000000005.ckpt")
+    assert second["first_step"] == 6
+    task = json.loads((Path(second["run"]) / "batch_task.json").read_text())
+    assert task["resumed_from"] == str(models / "step-000000005.ckpt") and task["first_step"] == 6
     saved = read_run_config(Path(second["config"]))
     assert (saved.load_step, saved.max_num_iterations) == (5, 6)  # steps 6..11 of 12
     assert (Path(second["run"]) / "nerfstudio_models" / "step-000000011.ckpt").is_file()

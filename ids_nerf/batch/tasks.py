@@ -11,7 +11,9 @@ Run folders of an edit, ``<output-dir>/<preset>/<method>/``: ``seed<seed>`` is i
 stopped early (killed worker, lost node, Ctrl-C) is continued by the next one, ``seed<seed>-attempt<n>``, through the
 edit-resume path (``--load-dir <attempt>/nerfstudio_models``: its steps, optimizers and random streams), from the
 newest complete checkpoint of the earlier attempts (checkpoints every ``--save-every`` steps). The attempt that
-reaches the last step is the edit's run; it is reused, never recomputed, by later batches.
+reaches the last step is the edit's run; it is reused, never recomputed, by later batches. A reconstruction that
+stopped early is continued the same way, in a new run folder next to it, through nerfstudio's ``--load-dir`` resume
+(:func:`ids_nerf.nerf.runs.unfinished_reconstruction`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from ids_nerf.threads import torch_threads
 LOG = "batch.log"
 """Console output of a task, in its run folder."""
 TASK_FILE = "batch_task.json"
-"""Written by an edit attempt when it starts, in its run folder: process id, host, first step, checkpoint resumed."""
+"""Written by a reconstruction or edit attempt when it starts, in its run folder: process id, host, first step,
+checkpoint resumed."""
 
 
 class TaskFailed(Exception):
@@ -185,14 +188,15 @@ def reconstruct_task(cfg: BatchConfig, spec: ReconSpec, env: TaskEnv) -> dict[st
             killed = unfinished_reconstruction(cfg.output_dir, spec.data, SCENE_KINDS[spec.kind], cfg.recon_steps)
             if killed is not None:  # a worker died mid-way (Ray retries the task): go on from its last checkpoint
                 continue_reconstruction(config, killed, cfg.recon_steps)
-                record["continued_from"] = str(killed)
+            first_step = 0 if killed is None else config.load_step + 1
             run = _claim_reconstruction_folder(config)
             log = run / LOG
-            record.update(run=str(run), log=str(log))
+            record.update(run=str(run), log=str(log), first_step=first_step)
+            _write_task_file(run, first_step, killed)
             _report(env, spec.key, record)
             what = f"none found, training {cfg.recon_steps} {spec.kind} steps"
             if killed is not None:
-                what = f"continuing the unfinished {killed} from step {config.load_step + 1} of {cfg.recon_steps}"
+                what = f"continuing the unfinished {killed} from step {first_step} of {cfg.recon_steps}"
             print(f"[{spec.scene}] reconstruction: {what} in {run}")
             with _capture(log, env.capture) as err:
                 _train(config, err)
@@ -386,9 +390,7 @@ def _edit(
         raise TaskFailed(f"no free attempt folder name in {folder}")
     run, log = folder / name, folder / name / LOG
     record.update(run=str(run), log=str(log), attempt=attempt, first_step=first_step)
-    task = {**_where(), "attempt": record["attempt"], "first_step": first_step, "started": time.time()}
-    task["resumed_from"] = str(load) if first_step else None
-    (run / TASK_FILE).write_text(json.dumps(task, indent=1))
+    _write_task_file(run, first_step, load if first_step else None, attempt=attempt)
     _report(env, spec.key, record)
     what = f"resuming {load} at step {first_step}" if first_step else "editing"
     print(f"[{spec.name}] {spec.method} seed {spec.seed}: {what} ({cfg.edit_steps} steps) in {run}")
@@ -441,6 +443,13 @@ def _edit_record(spec: EditSpec) -> dict[str, Any]:
 
 def _add_metrics(record: dict[str, Any], metrics: dict[str, Any]) -> None:
     record["means"], record["random_weights"] = metrics["means"], bool(metrics.get("random_weights"))
+
+
+def _write_task_file(run: Path, first_step: int, resumed_from: Path | None, **extra: Any) -> None:
+    """:data:`TASK_FILE` of an attempt that starts in ``run`` (the pid lets a test, or a user, find its worker)."""
+    task = {**_where(), **extra, "first_step": first_step, "started": time.time()}
+    task["resumed_from"] = None if resumed_from is None else str(resumed_from)
+    (run / TASK_FILE).write_text(json.dumps(task, indent=1))
 
 
 def _where() -> dict[str, Any]:
