@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -226,14 +227,15 @@ def _ray_config(world: dict, out: Path, **changes):
     return BatchConfig(**{**settings, **changes})
 
 
-def _killer(run: Path, checkpoints: str, killed: dict) -> threading.Thread:
-    """A thread that kill -9s the worker of the attempt in ``run`` (its batch_task.json) once a file matching
-    ``checkpoints`` exists there, recording the pid and the checkpoint's step in ``killed``."""
+def _killer(find_run: Callable[[], Path | None], checkpoints: str, killed: dict) -> threading.Thread:
+    """A thread that kill -9s the worker of the attempt in the run folder ``find_run()`` gives (its batch_task.json)
+    once a file matching ``checkpoints`` exists there, recording the pid and the checkpoint's step in ``killed``."""
 
     def kill_once_checkpointed() -> None:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and not killed:
-            found = sorted(run.glob(checkpoints))
+            run = find_run()
+            found = sorted(run.glob(checkpoints)) if run is not None else []
             if found and (run / "batch_task.json").is_file():
                 pid = json.loads((run / "batch_task.json").read_text())["pid"]
                 if pid != os.getpid():  # never this process
@@ -256,7 +258,7 @@ def test_killed_edit_resumes_from_its_checkpoint(sweeps, world):
     out = sweeps["ray"]["dir"]  # its reconstruction is reused
     first = out / "sphere-blue" / "ids-edit" / "seed7"
     killed: dict = {}
-    killer = _killer(first, "edit_state/step-*.pt", killed)
+    killer = _killer(lambda: first, "edit_state/step-*.pt", killed)
     result = run(_ray_config(world, out))
     killer.join(timeout=10)
     assert killed, f"no checkpoint of {first} appeared"
@@ -287,17 +289,13 @@ def test_killed_reconstruction_continues_from_its_checkpoint(world, tmp_path):
     out.mkdir()
     killed: dict = {}
 
-    def kill_the_first_reconstruction() -> None:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and not any(recons.glob("*/batch_task.json")):
-            time.sleep(0.05)
-        (first,) = recons.glob("*/batch_task.json")
-        _killer(first.parent, "nerfstudio_models/step-*.ckpt", killed).join(timeout=400)
+    def first_reconstruction() -> Path | None:  # the killed one: the continuation starts after the kill
+        started = sorted(recons.glob("*/batch_task.json"))
+        return started[0].parent if started else None
 
-    watcher = threading.Thread(target=kill_the_first_reconstruction, daemon=True)
-    watcher.start()
+    killer = _killer(first_reconstruction, "nerfstudio_models/step-*.ckpt", killed)
     result = run(_ray_config(world, out, recon_steps=200, save_every=4, edit_steps=2))
-    watcher.join(timeout=10)
+    killer.join(timeout=10)
     assert killed, "no checkpoint of the reconstruction appeared"
     assert killed["step"] < 199, "the reconstruction finished before it could be killed"
     (row,) = result["rows"]

@@ -248,6 +248,7 @@ def scan_attempts(folder: Path, seed: int) -> Attempts:
     A checkpoint is complete when its edit state (``edit_state/step-<n>.pt``, written after the checkpoint) exists:
     a worker killed while writing ``step-<n>.ckpt`` leaves a truncated file without it.
     """
+    from ids_nerf.nerf.checkpoints import checkpoint_step
     from ids_nerf.nerf.resume import state_path
     from ids_nerf.nerf.runs import final_checkpoint, read_run_config
 
@@ -271,7 +272,7 @@ def scan_attempts(folder: Path, seed: int) -> Attempts:
             continue
         models = run / getattr(saved, "relative_model_dir", Path("nerfstudio_models"))
         for ckpt in models.glob("step-*.ckpt"):
-            step = int(ckpt.stem.split("-")[-1])
+            step = checkpoint_step(ckpt)
             if state_path(models, step).is_file() and step > best[0]:
                 best = (step, ckpt)
     return Attempts(numbers=tuple(n for n, _ in runs), finished=finished, resume=best[1])
@@ -281,6 +282,7 @@ def _edit_config(cfg: BatchConfig, spec: EditSpec, preset: Any, name: str, load:
     """The TrainerConfig of an edit attempt: from the reconstruction's checkpoint folder, or resuming the
     interrupted attempt whose checkpoint is ``load``."""
     from ids_nerf.method_configs import EDIT_METHODS
+    from ids_nerf.nerf.checkpoints import checkpoint_step
     from ids_nerf.presets import apply_preset
 
     config = copy.deepcopy(EDIT_METHODS[spec.method].config)
@@ -288,7 +290,7 @@ def _edit_config(cfg: BatchConfig, spec: EditSpec, preset: Any, name: str, load:
     config.steps_per_save = cfg.save_every
     config.experiment_name, config.timestamp = spec.name, name
     if load.is_file():  # a checkpoint of an interrupted attempt: resume it (its step, prompts, optimizers)
-        config.load_dir, config.load_step = load.parent, int(load.stem.split("-")[-1])
+        config.load_dir, config.load_step = load.parent, checkpoint_step(load)
     else:
         config.load_dir = load
     config.pipeline.guidance.prior = copy.deepcopy(cfg.prior)
@@ -368,10 +370,11 @@ def _edit(
     record: dict[str, Any],
 ) -> Path:
     """Run a new attempt of the edit (resuming the furthest checkpoint of the earlier ones); its run folder."""
+    from ids_nerf.nerf.checkpoints import checkpoint_step
     from ids_nerf.nerf.runs import final_checkpoint
 
     if attempts.resume is not None:
-        load, first_step = attempts.resume, int(attempts.resume.stem.split("-")[-1]) + 1
+        load, first_step = attempts.resume, checkpoint_step(attempts.resume) + 1
     elif recon is not None and recon.get("status") == "ok":
         load, first_step = Path(recon["config"]).parent / "nerfstudio_models", 0
     else:

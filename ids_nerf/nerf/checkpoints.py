@@ -61,6 +61,12 @@ def nerfstudio_safe_globals() -> list[Any]:
     return items
 
 
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The step of a nerfstudio checkpoint file, from its name (``step-000001234.ckpt`` -> 1234); ValueError for
+    another name."""
+    return int(Path(checkpoint).stem.split("-")[-1])
+
+
 def register_safe_globals() -> bool:
     """Allow-list :func:`nerfstudio_safe_globals` for ``torch.load(weights_only=True)``. Idempotent.
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from ids_nerf.nerf.checkpoints import checkpoint_step
+
 
 class StepBoundaryStop:
     """The first Ctrl-C / SIGTERM is held until :meth:`check` (called at the start of each step) raises it, so that the
@@ -136,7 +138,7 @@ class InterruptibleTraining:
     def last_checkpoint_step(self) -> int:
         """The step of this run's newest checkpoint (-1: none)."""
         folder: Path = self.checkpoint_dir
-        steps = [int(p.stem.split("-")[-1]) for p in folder.glob("step-*.ckpt")] if folder.is_dir() else []
+        steps = [checkpoint_step(p) for p in folder.glob("step-*.ckpt")] if folder.is_dir() else []
         return max(steps, default=-1)
 
     def interrupted_message(self) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ids_nerf.nerf.checkpoints import checkpoint_step
+
 FOLDER = "edit_state"
 
 
@@ -40,7 +42,7 @@ def save_edit_state(checkpoint_dir: Path, step: int, state: dict[str, Any], only
 def load_edit_state(checkpoint: Path) -> dict[str, Any] | None:
     """The edit state saved with ``checkpoint`` (``step-<n>.ckpt``), or None when there is none (a checkpoint
     written by an older version, or copied without it)."""
-    step = int(Path(checkpoint).stem.split("-")[-1])
+    step = checkpoint_step(checkpoint)
     path = state_path(Path(checkpoint).parent, step)
     if not path.is_file():
         return None

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
+from ids_nerf.errors import UserError
+from ids_nerf.nerf.checkpoints import check_checkpoint, checkpoint_step
 from ids_nerf.scenes.kinds import SCENE_KINDS, SceneKind, kind_of_model
 
 
@@ -72,15 +74,11 @@ def last_step(config: Any) -> int | None:
     if load_dir is not None and not hasattr(getattr(config, "pipeline", None), "guidance"):
         loaded = config.load_step
         if loaded is None:
-            loaded = max((_step_of(p) for p in Path(load_dir).glob("step-*.ckpt")), default=None)
+            loaded = max((checkpoint_step(p) for p in Path(load_dir).glob("step-*.ckpt")), default=None)
         if loaded is None:
             return None
         last = int(loaded) + int(config.max_num_iterations)
     return last
-
-
-def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.stem.split("-")[-1])
 
 
 def _models(run: Path, config: Any) -> Path:
@@ -90,8 +88,10 @@ def _models(run: Path, config: Any) -> Path:
 def final_checkpoint(run: Path, config: Any) -> Path | None:
     """The checkpoint a finished run saved at its last step (:func:`last_step`), or None."""
     last = last_step(config)
-    path = _models(run, config) / f"step-{last:09d}.ckpt" if last is not None else None
-    return path if path is not None and path.is_file() else None
+    if last is None:
+        return None
+    path = _models(run, config) / f"step-{last:09d}.ckpt"
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -144,15 +144,12 @@ def unfinished_reconstruction(output_dir: Path, data: Path, kind: SceneKind, ste
     """The furthest complete checkpoint of the unfinished reconstructions of ``data`` of ``kind`` under
     ``output_dir`` that were to run ``steps`` steps in all (a run killed mid-way, or its continuation killed in
     turn), or None. A checkpoint cut short by the kill (no zip directory, a bad checksum) does not count."""
-    from ids_nerf.errors import UserError
-    from ids_nerf.nerf.checkpoints import check_checkpoint
-
     candidates: list[tuple[int, Path]] = []
     for run, config in _reconstruction_runs(output_dir, data, kind):
         last = last_step(config)
         if last is None or last + 1 != steps or final_checkpoint(run, config) is not None:
             continue
-        candidates += [(_step_of(p), p) for p in _models(run, config).glob("step-*.ckpt")]
+        candidates += [(checkpoint_step(p), p) for p in _models(run, config).glob("step-*.ckpt")]
     for _, checkpoint in sorted(candidates, reverse=True):
         try:
             return check_checkpoint(checkpoint)
@@ -165,7 +162,7 @@ def continue_reconstruction(config: TrainerConfig, checkpoint: Path, steps: int)
     """Make ``config`` (a new reconstruction run of ``steps`` steps in all) continue from ``checkpoint`` of an
     unfinished one instead (nerfstudio's --load-dir resume: the scene, optimizers and schedulers of that step, then
     the steps left; its checkpoints keep the step numbers of the whole run)."""
-    step = _step_of(checkpoint)
+    step = checkpoint_step(checkpoint)
     config.load_dir, config.load_step = checkpoint.parent, step
     config.max_num_iterations = steps - (step + 1)
 

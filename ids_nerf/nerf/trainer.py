@@ -36,7 +36,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from ids_nerf.console import exit_on_user_error
 from ids_nerf.errors import UserError, UserInputError
-from ids_nerf.nerf.checkpoints import load_checkpoint
+from ids_nerf.nerf.checkpoints import checkpoint_step, load_checkpoint
 from ids_nerf.nerf.edit_config import NERF_PRIOR_FLAGS
 from ids_nerf.nerf.interrupts import InterruptibleTraining
 from ids_nerf.nerf.pipeline import IDSEditPipelineConfig
@@ -194,7 +194,10 @@ def adopt_edit_run(config: IDSEditTrainerConfig, source: SourceScene) -> None:
     edit, checkpoint = source.edit, source.checkpoint
     assert edit is not None and checkpoint is not None
     run = checkpoint.parent.parent
-    step, total = checkpoint_step(checkpoint), int(edit.max_num_iterations)
+    try:
+        step, total = checkpoint_step(checkpoint), int(edit.max_num_iterations)
+    except ValueError:
+        raise EditSetupError(f"{checkpoint}: not a nerfstudio checkpoint name (step-<n>.ckpt).") from None
     if step + 1 >= total:
         raise EditSetupError(
             f"{checkpoint} is the last step of its edit ({total} steps): nothing to resume. Add --edit-anew to edit "
@@ -222,14 +225,6 @@ def adopt_edit_run(config: IDSEditTrainerConfig, source: SourceScene) -> None:
     if config.experiment_name is None:  # the resumed run's folder sits next to the interrupted one's
         config.experiment_name = edit.experiment_name
     config.optimizers = copy.deepcopy(edit.optimizers)
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    """The step of a nerfstudio checkpoint file, from its name (``step-000001234.ckpt``)."""
-    try:
-        return int(Path(checkpoint).stem.split("-")[-1])
-    except ValueError:
-        raise EditSetupError(f"{checkpoint}: not a nerfstudio checkpoint name (step-<n>.ckpt).") from None
 
 
 def find_checkpoint(config: TrainerConfig) -> Path:
